@@ -19,7 +19,12 @@ enum eng_chat_family {
     ENG_CHAT_DEEPSEEK_R1,    /* <｜User｜> ... <｜Assistant｜> */
     ENG_CHAT_GRANITE,        /* <|start_of_role|>role<|end_of_role|> */
     ENG_CHAT_SMOLLM3,        /* ChatML with a metadata system block */
-    ENG_CHAT_PLAIN,          /* "role: content" lines; the default */
+    /*
+     * The default for models without a template: one line per message,
+     * "System: ", "User: ", "Assistant: " or "Tool: " and the content,
+     * each ending in "\n", then "Assistant:" with no trailing space.
+     */
+    ENG_CHAT_PLAIN,
     ENG_CHAT_N_FAMILIES
 };
 

@@ -1,0 +1,206 @@
+/*
+ * POST /v1/chat/completions: messages rendered with the model's chat
+ * template, then generated like a completion.
+ */
+#include "api/api_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_MESSAGES 1024
+
+static const char *const ENDPOINT = "/v1/chat/completions";
+
+static void invalid_messages(struct api_reply *reply, const char *message)
+{
+    api_reply_error(reply, 400, "invalid_request_error", "messages", NULL,
+                    "%s", message);
+}
+
+static bool known_role(const char *role)
+{
+    static const char *const roles[] = { "system", "developer", "user",
+                                         "assistant", "tool" };
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        if (strcmp(role, roles[i]) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Flatten a message's content: a string, null, or an array of text
+ * parts. Returns a malloc'd string, or NULL after filling REPLY.
+ */
+static char *message_text(const cJSON *content, int index,
+                          struct api_reply *reply)
+{
+    char message[160];
+
+    if (!content || cJSON_IsNull(content))
+        return strdup("");
+    if (cJSON_IsString(content))
+        return strdup(content->valuestring);
+    if (!cJSON_IsArray(content)) {
+        snprintf(message, sizeof message, "messages[%d].content must be a "
+                 "string or an array of content parts.", index);
+        invalid_messages(reply, message);
+        return NULL;
+    }
+
+    size_t len = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0
+            || !cJSON_IsString(text)) {
+            snprintf(message, sizeof message, "messages[%d].content: only "
+                     "parts of type 'text' with a 'text' string are "
+                     "supported.", index);
+            invalid_messages(reply, message);
+            return NULL;
+        }
+        len += strlen(text->valuestring);
+    }
+    char *joined = malloc(len + 1);
+    if (!joined)
+        return NULL;
+    joined[0] = '\0';
+    cJSON_ArrayForEach(part, content)
+        strcat(joined, cJSON_GetObjectItemCaseSensitive(part,
+                                                        "text")->valuestring);
+    return joined;
+}
+
+static char *render_messages(struct api_server *srv, const cJSON *root,
+                             struct api_reply *reply)
+{
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root,
+                                                             "messages");
+    char message[160];
+    char *prompt = NULL;
+
+    if (!messages) {
+        invalid_messages(reply, "Missing required parameter: 'messages'.");
+        return NULL;
+    }
+    int n = cJSON_IsArray(messages) ? cJSON_GetArraySize(messages) : -1;
+    if (n < 1 || n > MAX_MESSAGES) {
+        invalid_messages(reply, "'messages' must be a non-empty array of "
+                         "at most 1024 messages.");
+        return NULL;
+    }
+
+    struct eng_chat_msg *msgs = calloc((size_t)n, sizeof *msgs);
+    char **texts = calloc((size_t)n, sizeof *texts);
+    if (!msgs || !texts)
+        goto out;
+
+    int i = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, messages) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(item, "role");
+        if (!cJSON_IsObject(item) || !cJSON_IsString(role) ||
+            !known_role(role->valuestring)) {
+            snprintf(message, sizeof message, "messages[%d] must be an "
+                     "object with a 'role' of system, developer, user, "
+                     "assistant or tool.", i);
+            invalid_messages(reply, message);
+            goto out;
+        }
+        texts[i] = message_text(cJSON_GetObjectItemCaseSensitive(item,
+                                                                 "content"),
+                                i, reply);
+        if (!texts[i])
+            goto out;
+        msgs[i].role = role->valuestring;
+        msgs[i].content = texts[i];
+        i++;
+    }
+    prompt = eng_chat_render(srv->chat_family, msgs, n);
+    if (!prompt)
+        api_reply_error(reply, 500, "server_error", NULL, NULL,
+                        "Rendering the chat template failed.");
+
+out:
+    if (!prompt && reply->status == 0)
+        api_reply_error(reply, 500, "server_error", NULL, NULL,
+                        "out of memory");
+    for (int k = 0; texts && k < n; k++)
+        free(texts[k]);
+    free(texts);
+    free(msgs);
+    return prompt;
+}
+
+/* Reject fields whose meaning this server cannot honour. */
+static int reject_unsupported(const cJSON *root, struct api_reply *reply)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    if (tools && !cJSON_IsNull(tools) &&
+        !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0)) {
+        api_reply_error(reply, 400, "invalid_request_error", "tools", NULL,
+                        "Tool calling is not supported by this server.");
+        return -1;
+    }
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(root,
+                                                           "response_format");
+    if (format && !cJSON_IsNull(format)) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(format, "type");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text")) {
+            api_reply_error(reply, 400, "invalid_request_error",
+                            "response_format", NULL, "Only "
+                            "response_format {\"type\": \"text\"} is "
+                            "supported by this server.");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void api_chat(struct api_server *srv, const struct api_call *call,
+              struct api_reply *reply)
+{
+    struct api_gen *g = calloc(1, sizeof *g);
+    cJSON *root = NULL;
+    char *prompt = NULL;
+
+    if (!g) {
+        api_reply_error(reply, 500, "server_error", NULL, NULL,
+                        "out of memory");
+        return;
+    }
+    root = api_parse_body(call, reply);
+    if (!root)
+        goto fail;
+    if (api_parse_common(srv, root, g, reply) < 0)
+        goto fail;
+    if (reject_unsupported(root, reply) < 0)
+        goto fail;
+    prompt = render_messages(srv, root, reply);
+    if (!prompt)
+        goto fail;
+
+    if (eng_tok_encode(srv->tok, prompt, strlen(prompt),
+                       eng_tok_add_bos(srv->tok), true, &g->prompts[0],
+                       &g->n_prompt[0]) != 0) {
+        api_reply_error(reply, 500, "server_error", NULL, NULL,
+                        "Tokenizing the conversation failed.");
+        goto fail;
+    }
+    g->n_prompts = 1;
+    g->chat = true;
+    free(prompt);
+    api_gen_run(srv, call, g, reply);
+    cJSON_Delete(root);
+    free(g);
+    return;
+
+fail:
+    free(prompt);
+    api_gen_free(g);
+    cJSON_Delete(root);
+    free(g);
+    api_record_failure(srv, call, ENDPOINT, reply->status);
+}

@@ -1,0 +1,518 @@
+/*
+ * CPU implementation of the backend interface (eng_backend.h). Buffers
+ * are host memory; weights mapped from a GGUF file are used in place.
+ * matmul and attention are split across a worker pool; the cheap
+ * element-wise operations run on the calling thread.
+ *
+ * Numerics follow ggml's CPU backend where it is cheap to do so:
+ * activations are converted to F16 or quantized to Q8_0 before a dot
+ * product with F16 or quantized weights, and with an F16 KV cache the
+ * query and the softmax weights are rounded to F16 too.
+ */
+#include "engine/eng_backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/cpu/cpu_kernels.h"
+#include "engine/cpu/cpu_pool.h"
+
+/* Below this many multiply-adds a matmul stays on one thread, because
+ * waking the pool costs more than it saves. */
+#define CPU_PARALLEL_MIN_WORK 32768
+
+struct eng_buf {
+    uint8_t *data;
+    size_t size;
+    int owned;
+};
+
+struct cpu_backend {
+    struct eng_backend base;
+    struct cpu_pool *pool;
+    int n_threads;
+    uint8_t *act;            /* converted activations for matmul */
+    size_t act_size;
+    float *att;              /* per-thread attention scratch */
+    size_t att_per_thread;   /* floats */
+};
+
+static struct cpu_backend *cpu(struct eng_backend *be)
+{
+    return (struct cpu_backend *)be;
+}
+
+static void *tensor_data(const struct eng_tensor *t)
+{
+    return t->buf->data + t->offset;
+}
+
+static size_t row_bytes(const struct eng_tensor *t)
+{
+    return ggml_row_size(t->type, (uint64_t)t->ne0);
+}
+
+/* Grow *BUF to at least N bytes; returns 0 or -1 when out of memory. */
+static int grow(void **buf, size_t *size, size_t n)
+{
+    void *p;
+
+    if (n <= *size)
+        return 0;
+    p = realloc(*buf, n);
+    if (!p)
+        return -1;
+    *buf = p;
+    *size = n;
+    return 0;
+}
+
+static int cpu_supports_type(struct eng_backend *be, enum ggml_type type)
+{
+    (void)be;
+    return ggml_row_size(type, CPU_QK) != 0;
+}
+
+static struct eng_buf *cpu_buf_alloc(struct eng_backend *be, size_t nbytes)
+{
+    struct eng_buf *b = calloc(1, sizeof(*b));
+
+    (void)be;
+    if (!b)
+        return NULL;
+    /* 64-byte alignment keeps SIMD loads within cache lines. */
+    size_t rounded = (nbytes + 63) / 64 * 64;
+    b->data = aligned_alloc(64, rounded ? rounded : 64);
+    if (!b->data) {
+        free(b);
+        return NULL;
+    }
+    memset(b->data, 0, rounded ? rounded : 64);
+    b->size = nbytes;
+    b->owned = 1;
+    return b;
+}
+
+static struct eng_buf *cpu_buf_from_host(struct eng_backend *be,
+                                         const void *host, size_t nbytes)
+{
+    struct eng_buf *b = calloc(1, sizeof(*b));
+
+    (void)be;
+    if (!b)
+        return NULL;
+    /* Used in place and never written through: weights stay read-only. */
+    b->data = (uint8_t *)host;
+    b->size = nbytes;
+    return b;
+}
+
+static void cpu_buf_free(struct eng_backend *be, struct eng_buf *buf)
+{
+    (void)be;
+    if (!buf)
+        return;
+    if (buf->owned)
+        free(buf->data);
+    free(buf);
+}
+
+static int cpu_buf_upload(struct eng_backend *be, struct eng_buf *buf,
+                          size_t offset, const void *src, size_t nbytes)
+{
+    (void)be;
+    if (!buf->owned || offset > buf->size || nbytes > buf->size - offset)
+        return -1;
+    memcpy(buf->data + offset, src, nbytes);
+    return 0;
+}
+
+static int cpu_buf_download(struct eng_backend *be, struct eng_buf *buf,
+                            size_t offset, void *dst, size_t nbytes)
+{
+    (void)be;
+    if (offset > buf->size || nbytes > buf->size - offset)
+        return -1;
+    memcpy(dst, buf->data + offset, nbytes);
+    return 0;
+}
+
+static int cpu_get_rows(struct eng_backend *be, const struct eng_tensor *dst,
+                        const struct eng_tensor *w, const int32_t *ids,
+                        int n)
+{
+    const uint8_t *wd = tensor_data(w);
+    float *out = tensor_data(dst);
+    size_t rb = row_bytes(w);
+
+    (void)be;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= w->ne1)
+            return -1;
+        cpu_dequantize_row(w->type, wd + (size_t)ids[i] * rb,
+                           out + (size_t)i * w->ne0, w->ne0);
+    }
+    return 0;
+}
+
+struct matmul_job {
+    enum ggml_type w_type;
+    const uint8_t *w;
+    size_t w_row_bytes;
+    int64_t w_rows;
+    int64_t ne0;
+    const uint8_t *x;         /* converted activations */
+    size_t x_row_bytes;
+    int64_t n_tokens;
+    float *dst;               /* (n_tokens, w_rows) */
+};
+
+/* Each thread takes a range of weight rows and all tokens, so a weight
+ * row is read from memory once per call. */
+static void matmul_worker(void *arg, int ith, int nth)
+{
+    const struct matmul_job *j = arg;
+    int64_t r0, r1;
+
+    cpu_pool_range(j->w_rows, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *wr = j->w + (size_t)r * j->w_row_bytes;
+        for (int64_t t = 0; t < j->n_tokens; t++)
+            j->dst[t * j->w_rows + r] =
+                cpu_vec_dot(j->w_type, wr, j->x + t * j->x_row_bytes,
+                            j->ne0);
+    }
+}
+
+static int cpu_matmul(struct eng_backend *be, const struct eng_tensor *dst,
+                      const struct eng_tensor *w, const struct eng_tensor *x)
+{
+    struct cpu_backend *c = cpu(be);
+    enum ggml_type at = cpu_activation_type(w->type);
+    size_t xrb = ggml_row_size(at, (uint64_t)w->ne0);
+    const float *xd = tensor_data(x);
+    struct matmul_job job;
+
+    if (x->ne0 != w->ne0 || dst->ne0 != w->ne1 || dst->ne1 != x->ne1 ||
+        xrb == 0)
+        return -1;
+
+    /* (n_tokens, ne0) F32 -> (n_tokens, ne0) of the activation type. */
+    if (at == GGML_TYPE_F32) {
+        job.x = (const uint8_t *)xd;
+    } else {
+        if (grow((void **)&c->act, &c->act_size, xrb * (size_t)x->ne1) < 0)
+            return -1;
+        for (int64_t t = 0; t < x->ne1; t++)
+            cpu_convert_row(at, xd + t * x->ne0, c->act + t * xrb, x->ne0);
+        job.x = c->act;
+    }
+    job.w_type = w->type;
+    job.w = tensor_data(w);
+    job.w_row_bytes = row_bytes(w);
+    job.w_rows = w->ne1;
+    job.ne0 = w->ne0;
+    job.x_row_bytes = xrb;
+    job.n_tokens = x->ne1;
+    job.dst = tensor_data(dst);
+
+    if (w->ne0 * w->ne1 * x->ne1 < CPU_PARALLEL_MIN_WORK)
+        matmul_worker(&job, 0, 1);
+    else
+        cpu_pool_run(c->pool, matmul_worker, &job);
+    return 0;
+}
+
+static int cpu_rmsnorm(struct eng_backend *be, const struct eng_tensor *dst,
+                       const struct eng_tensor *x, const struct eng_tensor *w,
+                       float eps)
+{
+    const float *xd = tensor_data(x), *wd = tensor_data(w);
+    float *out = tensor_data(dst);
+    int64_t n = x->ne0;
+
+    (void)be;
+    if (w->type != GGML_TYPE_F32 || w->ne0 != n || dst->ne0 != n)
+        return -1;
+    for (int64_t t = 0; t < x->ne1; t++) {
+        const float *xr = xd + t * n;
+        float *o = out + t * n;
+        double sum = 0.0;
+
+        for (int64_t i = 0; i < n; i++)
+            sum += (double)(xr[i] * xr[i]);
+        float scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
+        for (int64_t i = 0; i < n; i++)
+            o[i] = (xr[i] * scale) * wd[i];
+    }
+    return 0;
+}
+
+static int cpu_rope(struct eng_backend *be, const struct eng_tensor *x,
+                    const int32_t *pos, int n_head, int head_dim, int n_rot,
+                    float base)
+{
+    float *xd = tensor_data(x);
+    /* The angle step is applied by repeated multiplication, as ggml
+     * does, so the angles round the same way. */
+    float theta_scale = powf(base, -2.0f / (float)n_rot);
+
+    (void)be;
+    if (x->ne0 != (int64_t)n_head * head_dim || n_rot > head_dim ||
+        n_rot % 2 != 0)
+        return -1;
+    for (int64_t t = 0; t < x->ne1; t++) {
+        for (int h = 0; h < n_head; h++) {
+            float *v = xd + t * x->ne0 + (int64_t)h * head_dim;
+            float theta = (float)pos[t];
+
+            for (int i = 0; i < n_rot; i += 2) {
+                float cs = cosf(theta), sn = sinf(theta);
+                float x0 = v[i], x1 = v[i + 1];
+
+                v[i] = x0 * cs - x1 * sn;
+                v[i + 1] = x0 * sn + x1 * cs;
+                theta *= theta_scale;
+            }
+        }
+    }
+    return 0;
+}
+
+static int cpu_copy_rows(struct eng_backend *be, const struct eng_tensor *dst,
+                         const struct eng_tensor *src)
+{
+    const float *s = tensor_data(src);
+    uint8_t *d = tensor_data(dst);
+    size_t drb = row_bytes(dst);
+
+    (void)be;
+    if (src->type != GGML_TYPE_F32 || src->ne0 != dst->ne0 ||
+        src->ne1 != dst->ne1 ||
+        (dst->type != GGML_TYPE_F32 && dst->type != GGML_TYPE_F16))
+        return -1;
+    for (int64_t t = 0; t < src->ne1; t++)
+        cpu_convert_row(dst->type, s + t * src->ne0, d + t * drb, src->ne0);
+    return 0;
+}
+
+struct attn_job {
+    struct cpu_backend *c;
+    float *dst;
+    const float *q;
+    const uint8_t *k, *v;
+    enum ggml_type kv_type;
+    size_t kv_row_bytes;
+    int64_t n_tokens;
+    int n_past, n_head, group, head_dim, q_dim;
+};
+
+/* Softmax over the scores S[0..n) in place, sums in double as ggml. */
+static void softmax(float *s, int n)
+{
+    float max = -INFINITY;
+    double sum = 0.0;
+
+    for (int j = 0; j < n; j++)
+        max = fmaxf(max, s[j]);
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - max);
+        sum += (double)s[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < n; j++)
+        s[j] *= inv;
+}
+
+/* One (token, head) pair: scores, softmax, weighted sum of values. */
+static void attend_one(const struct attn_job *j, float *scores, int64_t t,
+                       int h)
+{
+    const float *q = j->q + t * j->q_dim + (int64_t)h * j->head_dim;
+    float *out = j->dst + t * j->q_dim + (int64_t)h * j->head_dim;
+    size_t head_off = (size_t)(h / j->group) * (size_t)j->head_dim;
+    int n_kv = j->n_past + (int)t + 1;
+    float scale = 1.0f / sqrtf((float)j->head_dim);
+    int f16 = j->kv_type == GGML_TYPE_F16;
+    uint16_t *q16 = (uint16_t *)(scores + n_kv);
+
+    if (f16)
+        cpu_convert_row(GGML_TYPE_F16, q, q16, j->head_dim);
+    for (int p = 0; p < n_kv; p++) {
+        const uint8_t *kr = j->k + (size_t)p * j->kv_row_bytes;
+        float dot = f16 ? cpu_dot_f16((const uint16_t *)kr + head_off, q16,
+                                      j->head_dim)
+                        : cpu_dot_f32((const float *)kr + head_off, q,
+                                      j->head_dim);
+        scores[p] = dot * scale;
+    }
+    softmax(scores, n_kv);
+
+    memset(out, 0, (size_t)j->head_dim * sizeof(float));
+    for (int p = 0; p < n_kv; p++) {
+        const uint8_t *vr = j->v + (size_t)p * j->kv_row_bytes;
+        if (f16) {
+            float w = ggml_fp16_to_fp32(cpu_fp32_to_fp16(scores[p]));
+            cpu_axpy_f16(out, w, (const uint16_t *)vr + head_off,
+                         j->head_dim);
+        } else {
+            const float *vv = (const float *)vr + head_off;
+            for (int d = 0; d < j->head_dim; d++)
+                out[d] += scores[p] * vv[d];
+        }
+    }
+}
+
+static void attn_worker(void *arg, int ith, int nth)
+{
+    const struct attn_job *j = arg;
+    float *scores = j->c->att + (size_t)ith * j->c->att_per_thread;
+    int64_t i0, i1;
+
+    cpu_pool_range(j->n_tokens * j->n_head, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++)
+        attend_one(j, scores, i / j->n_head, (int)(i % j->n_head));
+}
+
+static int cpu_attention(struct eng_backend *be, const struct eng_tensor *dst,
+                         const struct eng_tensor *q,
+                         const struct eng_tensor *k_cache,
+                         const struct eng_tensor *v_cache, int n_past,
+                         int n_head, int n_head_kv, int head_dim)
+{
+    struct cpu_backend *c = cpu(be);
+    struct attn_job job;
+    int64_t n_ctx = k_cache->ne1;
+
+    if (n_head_kv <= 0 || n_head % n_head_kv != 0 ||
+        q->ne0 != (int64_t)n_head * head_dim || dst->ne0 != q->ne0 ||
+        dst->ne1 != q->ne1 ||
+        k_cache->ne0 != (int64_t)n_head_kv * head_dim ||
+        k_cache->type != v_cache->type || k_cache->ne0 != v_cache->ne0 ||
+        n_past + q->ne1 > n_ctx)
+        return -1;
+
+    /* Per thread: n_ctx scores, then head_dim halves for the query. */
+    size_t per = (size_t)n_ctx + (size_t)head_dim;
+    size_t have = c->att_per_thread * (size_t)c->n_threads * sizeof(float);
+    if (per > c->att_per_thread) {
+        if (grow((void **)&c->att, &have,
+                 per * (size_t)c->n_threads * sizeof(float)) < 0)
+            return -1;
+        c->att_per_thread = per;
+    }
+
+    job.c = c;
+    job.dst = tensor_data(dst);
+    job.q = tensor_data(q);
+    job.k = tensor_data(k_cache);
+    job.v = tensor_data(v_cache);
+    job.kv_type = k_cache->type;
+    job.kv_row_bytes = row_bytes(k_cache);
+    job.n_tokens = q->ne1;
+    job.n_past = n_past;
+    job.n_head = n_head;
+    job.group = n_head / n_head_kv;
+    job.head_dim = head_dim;
+    job.q_dim = (int)q->ne0;
+    cpu_pool_run(c->pool, attn_worker, &job);
+    return 0;
+}
+
+static int same_shape(const struct eng_tensor *a, const struct eng_tensor *b)
+{
+    return a->ne0 == b->ne0 && a->ne1 == b->ne1;
+}
+
+static int cpu_swiglu(struct eng_backend *be, const struct eng_tensor *dst,
+                      const struct eng_tensor *gate,
+                      const struct eng_tensor *up)
+{
+    const float *g = tensor_data(gate), *u = tensor_data(up);
+    float *o = tensor_data(dst);
+    int64_t n = dst->ne0 * dst->ne1;
+
+    (void)be;
+    if (!same_shape(dst, gate) || !same_shape(dst, up))
+        return -1;
+    for (int64_t i = 0; i < n; i++)
+        o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    return 0;
+}
+
+static int cpu_add(struct eng_backend *be, const struct eng_tensor *dst,
+                   const struct eng_tensor *a, const struct eng_tensor *b)
+{
+    const float *ad = tensor_data(a), *bd = tensor_data(b);
+    float *o = tensor_data(dst);
+    int64_t n = dst->ne0 * dst->ne1;
+
+    (void)be;
+    if (!same_shape(dst, a) || !same_shape(dst, b))
+        return -1;
+    for (int64_t i = 0; i < n; i++)
+        o[i] = ad[i] + bd[i];
+    return 0;
+}
+
+static void cpu_destroy(struct eng_backend *be)
+{
+    struct cpu_backend *c = cpu(be);
+
+    if (!c)
+        return;
+    cpu_pool_free(c->pool);
+    free(c->act);
+    free(c->att);
+    free(c);
+}
+
+static const struct eng_backend_ops cpu_ops = {
+    .destroy = cpu_destroy,
+    .supports_type = cpu_supports_type,
+    .buf_alloc = cpu_buf_alloc,
+    .buf_from_host = cpu_buf_from_host,
+    .buf_free = cpu_buf_free,
+    .buf_upload = cpu_buf_upload,
+    .buf_download = cpu_buf_download,
+    .get_rows = cpu_get_rows,
+    .matmul = cpu_matmul,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .copy_rows = cpu_copy_rows,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+};
+
+int cpu_backend_create(int n_threads, struct eng_backend **out, char *err,
+                       size_t errlen)
+{
+    struct cpu_backend *c;
+
+    *out = NULL;
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "cpu backend: out of memory");
+        return -1;
+    }
+    c->base.ops = &cpu_ops;
+    c->base.name = "cpu";
+    c->n_threads = n_threads;
+    c->pool = cpu_pool_new(n_threads);
+    if (!c->pool) {
+        snprintf(err, errlen, "cpu backend: cannot start %d threads",
+                 n_threads);
+        free(c);
+        return -1;
+    }
+    *out = &c->base;
+    return 0;
+}
