@@ -67,3 +67,14 @@ clean:
 	rm -rf build build-asan
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Benchmarks against llama.cpp (bench/README.md). Not part of `all`.
+.PHONY: bench
+$(BUILD)/gen_model: tools/gen_model.c $(BUILD)/libtaphouse.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libtaphouse.a $(LDFLAGS) $(LIBS)
+
+$(BUILD)/bench_engine: bench/bench_engine.c $(BUILD)/libtaphouse.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libtaphouse.a $(LDFLAGS) $(LIBS)
+
+bench: $(BUILD)/gen_model $(BUILD)/bench_engine
+	BUILD=$(BUILD) sh bench/run.sh

@@ -3,8 +3,8 @@
  * template by the special tokens it writes, and each family's renderer
  * reproduces what the vendor's template prints for plain conversations
  * (system, user, assistant and tool messages, no tool definitions) with
- * add_generation_prompt set. Where a renderer departs from its template
- * the comment above it says how.
+ * add_generation_prompt set. Where a renderer departs from its template,
+ * the comment above it describes how.
  */
 #include "engine/eng_chat.h"
 
@@ -227,9 +227,10 @@ static void render_llama3(struct sbuf *b, const struct eng_chat_msg *msgs,
 /*
  * Mistral (the Nemo template, no spaces around [INST]): the system
  * message is prepended to the last user message, as the template does.
- * NOTE: the template rejects system messages after the first and tool
- * results without a call id; here a later system message is rendered as
- * an [INST] turn and a tool result as [TOOL_RESULTS]content[/TOOL_RESULTS].
+ * NOTE: the template rejects system messages after the first, and tool
+ * results without a call id. Here a later system message is rendered as
+ * an [INST] turn, and a tool result as
+ * [TOOL_RESULTS]content[/TOOL_RESULTS].
  */
 static void render_mistral(struct sbuf *b, const struct eng_chat_msg *msgs,
                            int n)
@@ -265,9 +266,9 @@ static void render_mistral(struct sbuf *b, const struct eng_chat_msg *msgs,
 
 /*
  * Gemma: "assistant" is "model" and contents are trimmed. The template
- * rejects a system message; like llama.cpp's built-in Gemma format, this
- * renderer puts the trimmed system text and a blank line at the start of
- * the next user turn instead. Tool results are rendered as user turns.
+ * rejects a system message. Like llama.cpp's built-in Gemma format, this
+ * renderer instead puts the trimmed system text and a blank line at the
+ * start of the next user turn. Tool results are rendered as user turns.
  */
 static void render_gemma(struct sbuf *b, const struct eng_chat_msg *msgs,
                          int n)
@@ -339,9 +340,9 @@ static void render_phi3(struct sbuf *b, const struct eng_chat_msg *msgs,
 /*
  * DeepSeek R1: the last system message comes first with no markers, and
  * earlier assistant turns keep only the text after </think>. Tool results
- * use the template's tool output markers; like the template, only the
- * first tool result of the conversation opens the outputs block, and
- * after a trailing tool result no assistant turn is opened.
+ * use the template's tool output markers. As in the template, only the
+ * first tool result of the conversation opens the outputs block. After a
+ * trailing tool result, no assistant turn is opened.
  */
 static void render_deepseek_r1(struct sbuf *b,
                                const struct eng_chat_msg *msgs, int n)

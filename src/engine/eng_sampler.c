@@ -1,10 +1,10 @@
 /*
  * Token sampler. Each call adjusts the logits in this order: logit bias,
- * presence and frequency penalties, then either greedy argmax
- * (temperature 0) or temperature, top-k, softmax, top-p and a draw from
- * a seeded xoshiro256** generator. The same seed and the same logits give
- * the same tokens on every machine, because the generator is our own and
- * the draw uses doubles in a fixed order.
+ * presence and frequency penalties (both also in greedy mode), then
+ * either greedy argmax (temperature 0) or temperature, top-k, softmax,
+ * top-p and a draw from a seeded xoshiro256** generator. The generator is
+ * our own, so a seed gives the same tokens from run to run; another libm
+ * could round exp() differently and change a draw near a boundary.
  */
 #include "engine/eng_sampler.h"
 

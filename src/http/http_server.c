@@ -20,6 +20,8 @@
 
 #define STREAM_BLOCK 16384
 #define CONNECTION_TIMEOUT_S 600
+/* Bodies up to this multiple of the limit are read and dropped. */
+#define DISCARD_FACTOR 16
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -215,11 +217,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         rs->start_ms = api_now_ms();
         *con_cls = rs;
 
-        /* Refuse a declared oversized body before reading it. */
+        /*
+         * A declared oversized body is read and dropped so the client
+         * gets the 413 rather than a reset connection; a grossly
+         * oversized one is refused before it is read.
+         */
         const char *length = MHD_lookup_connection_value(
             conn, MHD_HEADER_KIND, "Content-Length");
-        if (length && strtoull(length, NULL, 10) > h->max_body) {
+        unsigned long long declared = length ? strtoull(length, NULL, 10)
+                                             : 0;
+        if (declared > h->max_body)
             rs->too_large = true;
+        if (declared / DISCARD_FACTOR > h->max_body) {
             char message[128];
             snprintf(message, sizeof message, "The request body is larger "
                      "than the limit of %zu bytes.", h->max_body);

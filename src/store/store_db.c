@@ -231,15 +231,31 @@ static int migrate(struct store *s, const char *path, char *err,
     return read_version(s->db, &s->schema_version, err, errlen);
 }
 
-/* Set the per-connection pragmas; journal_mode must come back as "wal". */
-static int configure(sqlite3 *db, char *err, size_t errlen)
+/*
+ * Switch to WAL. Changing the journal mode of a fresh file needs an
+ * exclusive lock, and SQLite can return SQLITE_BUSY for it without
+ * calling the busy handler while another process is doing the same, so
+ * retry for up to the busy timeout.
+ */
+static int set_wal(sqlite3 *db, char *err, size_t errlen)
 {
+    struct timespec pause = { 0, 10 * 1000000L };
     sqlite3_stmt *st = NULL;
+    int rc = SQLITE_BUSY;
     int ok;
 
-    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL)
-            != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+    for (int waited_ms = 0; waited_ms <= BUSY_TIMEOUT_MS; waited_ms += 10) {
+        rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st,
+                                NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+            break;
+        sqlite3_finalize(st);
+        st = NULL;
+        nanosleep(&pause, NULL);
+    }
+    if (rc != SQLITE_ROW) {
         snprintf(err, errlen, "setting WAL mode failed: %s",
                  sqlite3_errmsg(db));
         sqlite3_finalize(st);
@@ -252,6 +268,16 @@ static int configure(sqlite3 *db, char *err, size_t errlen)
                  "(is it on a network or read-only file system?)");
         return -1;
     }
+    return 0;
+}
+
+/* Set the per-connection settings. */
+static int configure(sqlite3 *db, char *err, size_t errlen)
+{
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    if (set_wal(db, err, errlen) != 0)
+        return -1;
+
     /* FULL syncs the WAL on every commit, so a committed usage row
      * survives power loss and not only a crash of this process. */
     return exec_sql(db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL",

@@ -27,19 +27,31 @@ enum greedy_mode {
     GREEDY_CHECK,     /* ids exact up to the first near tie, then forced */
 };
 
+/*
+ * TOL bounds the top-10 logits after the logits.json prompts. GREEDY_TOL
+ * bounds the top-2 logits at the greedy steps, where it must be looser
+ * for the
+ * trained stories260K model: its cache holds F16 (as llama.cpp's does)
+ * and activations are rounded to F16 or Q8_0, so float-order differences
+ * of about 1e-7 occasionally round one cached value or quantized
+ * activation the other way. Each such flip moves the logits of a model
+ * with logits near 20 by up to ~1e-2 (F32) or ~0.2 (Q8_0), and the flips
+ * add up over the steps. The ids themselves must still match exactly.
+ */
 struct model_case {
     const char *name;
-    float tol;        /* absolute logit tolerance */
+    float tol;         /* absolute logit tolerance after the prompt */
+    float greedy_tol;  /* the same at greedy steps */
     enum greedy_mode greedy;
 };
 
 static const struct model_case model_cases[] = {
-    { "stories260K-f32", 1e-3f, GREEDY_CHECK },
-    { "stories260K-q8_0", 5e-2f, GREEDY_CHECK },
-    { "rand-d128-f16", 1e-2f, GREEDY_CHECK },
-    { "rand-d128-q8_0", 5e-2f, GREEDY_CHECK },
-    { "rand-d128-q4_0", 5e-2f, GREEDY_CHECK },
-    { "llama-2-tiny-random", 1e-2f, GREEDY_NONE },
+    { "stories260K-f32", 1e-3f, 2e-2f, GREEDY_CHECK },
+    { "stories260K-q8_0", 5e-2f, 0.25f, GREEDY_CHECK },
+    { "rand-d128-f16", 1e-2f, 1e-2f, GREEDY_CHECK },
+    { "rand-d128-q8_0", 5e-2f, 5e-2f, GREEDY_CHECK },
+    { "rand-d128-q4_0", 5e-2f, 5e-2f, GREEDY_CHECK },
+    { "llama-2-tiny-random", 1e-2f, 1e-2f, GREEDY_NONE },
 };
 
 static struct eng_model *load_model(const char *name, int n_threads)
@@ -206,7 +218,7 @@ static void check_logits_cases(const struct model_case *mc,
 /*
  * One greedy case: feed the prompt, then at each step require our argmax
  * to equal the reference id while the reference's top-2 margin is at
- * least 1e-2, and the reference's top-2 logits within TOL at every step.
+ * least 1e-2, and the reference's top-2 logits within GREEDY_TOL.
  * The next input is always the reference id, which equals our greedy
  * choice up to the first near tie and teacher-forces after it.
  */
@@ -240,10 +252,11 @@ static void check_greedy_case(const struct model_case *mc,
         cJSON_ArrayForEach(e, top2) {
             int id = cJSON_GetArrayItem(e, 0)->valueint;
             float ref = (float)cJSON_GetArrayItem(e, 1)->valuedouble;
-            if (fabsf(logits[id] - ref) > mc->tol)
+            float tol = mc->greedy_tol;
+            if (fabsf(logits[id] - ref) > tol)
                 fprintf(stderr, "%s: step %d: id %d logit %f, ref %f\n",
                         mc->name, k, id, logits[id], ref);
-            assert_true(fabsf(logits[id] - ref) <= mc->tol);
+            assert_true(fabsf(logits[id] - ref) <= tol);
         }
         if (k + 1 < n_gen)
             assert_int_equal(step_one(m, kv, &gen[k], 1, logits), 0);
