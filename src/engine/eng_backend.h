@@ -1,9 +1,9 @@
 /*
  * Compute backend interface. The model code describes tensors as
  * (buffer, byte offset, type, row length, rows) and calls the operations
- * below through a table of function pointers, so a backend that keeps
- * its buffers in device memory (a CUDA library loaded at run time) can
- * replace the CPU one without a change to the model code.
+ * below through a table of function pointers. A backend that keeps its
+ * buffers in device memory, such as a CUDA library loaded at run time,
+ * can therefore replace the CPU one without a change to the model code.
  *
  * Conventions shared by every operation:
  * - A tensor is a row-major matrix of NE1 rows of NE0 elements; rows are
@@ -107,6 +107,9 @@ struct eng_backend {
  * library exports one under the name "taphouse_backend_create".
  * N_THREADS 0 lets the backend choose. On failure returns a negative
  * value and writes one line into ERR.
+ *
+ * NOTE: nothing loads such a library yet; eng_model_load always creates
+ * the CPU backend.
  */
 typedef int (*eng_backend_create_fn)(int n_threads,
                                      struct eng_backend **out, char *err,

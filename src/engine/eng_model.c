@@ -4,7 +4,7 @@
  * through the backend's operations only.
  *
  * One step concatenates the tokens of all its sequences into one block,
- * so each weight matrix is read once per step; only RoPE positions, KV
+ * so each weight matrix is read once per step. Only RoPE positions, KV
  * writes and attention are per sequence. The backend's scratch memory
  * makes eng_model_step single-caller: the scheduler owns the model.
  */

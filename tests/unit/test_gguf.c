@@ -1,9 +1,9 @@
 /*
- * GGUF reader tests: the shipped models and vocabulary files load with
- * the expected metadata and tensor tables; a small version 2 file built
- * here loads with every value intact; and truncated, corrupted or
- * malformed files fail with one message naming the file, never a crash
- * (run this under AddressSanitizer to check the "never").
+ * GGUF reader tests. The shipped models and vocabulary files load with
+ * the expected metadata and tensor tables, and a small version 2 file
+ * built here loads with every value intact. Truncated, corrupted or
+ * malformed files fail with one message naming the file and do not
+ * crash; run this under AddressSanitizer to check that.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -29,14 +29,13 @@ enum greedy_mode {
 
 /*
  * TOL bounds the top-10 logits after the logits.json prompts. GREEDY_TOL
- * bounds the top-2 logits at the greedy steps, where it must be looser
- * for the
- * trained stories260K model: its cache holds F16 (as llama.cpp's does)
- * and activations are rounded to F16 or Q8_0, so float-order differences
- * of about 1e-7 occasionally round one cached value or quantized
- * activation the other way. Each such flip moves the logits of a model
- * with logits near 20 by up to ~1e-2 (F32) or ~0.2 (Q8_0), and the flips
- * add up over the steps. The ids themselves must still match exactly.
+ * bounds the top-2 logits at the greedy steps. It is looser for the
+ * trained stories260K model, because its cache holds F16 (as llama.cpp's
+ * does) and activations are rounded to F16 or Q8_0. Float-order
+ * differences of about 1e-7 then occasionally round one cached value or
+ * quantized activation the other way. With this data each such flip
+ * moved logits near 20 by up to about 1e-2 (F32) or 0.2 (Q8_0), and the
+ * flips add up over the steps. The ids must still match exactly.
  */
 struct model_case {
     const char *name;

@@ -4,9 +4,9 @@
  * matmul and attention are split across a worker pool; the cheap
  * element-wise operations run on the calling thread.
  *
- * Numerics follow ggml's CPU backend where it is cheap to do so:
- * activations are converted to F16 or quantized to Q8_0 before a dot
- * product with F16 or quantized weights, and with an F16 KV cache the
+ * Numerics follow ggml's CPU backend where it is cheap to do so.
+ * Activations are converted to F16 or quantized to Q8_0 before a dot
+ * product with F16 or quantized weights. With an F16 KV cache, the
  * query and the softmax weights are rounded to F16 too.
  */
 #include "engine/eng_backend.h"

@@ -1,6 +1,6 @@
 /*
- * Row kernels of the CPU backend. The AVX2 paths need FMA and F16C as
- * well (any x86-64 CPU with AVX2 has them); other builds use the scalar
+ * Row kernels of the CPU backend. The AVX2 paths also need FMA and F16C,
+ * which every x86-64 CPU with AVX2 has. Other builds use the scalar
  * code, which defines the expected results.
  */
 #include "engine/cpu/cpu_kernels.h"

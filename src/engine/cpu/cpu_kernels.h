@@ -34,8 +34,8 @@ uint16_t cpu_fp32_to_bf16(float f);
 /*
  * The type that activations are converted to before a dot product with
  * weights of W_TYPE: F32 for F32, F16 for F16, BF16 for BF16 and Q8_0
- * for both quantized types (ggml makes the same choices, so the results
- * match its rounding).
+ * for both quantized types. ggml makes the same choices, so the results
+ * round as its do.
  */
 enum ggml_type cpu_activation_type(enum ggml_type w_type);
 

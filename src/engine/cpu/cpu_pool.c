@@ -1,8 +1,9 @@
 /*
  * Worker pool with a generation counter. The caller publishes a job by
- * bumping the generation; workers spin briefly on it, because the
- * operations of one forward pass follow each other within microseconds,
- * then sleep on a condition variable so an idle server burns no CPU.
+ * bumping the generation. Workers spin on it briefly, because the
+ * operations of one forward pass follow each other within microseconds.
+ * Then they sleep on a condition variable, so an idle server burns no
+ * CPU.
  * The caller waits for a pending counter to drop to zero.
  */
 #include "engine/cpu/cpu_pool.h"
