@@ -98,7 +98,8 @@ static enum eng_finish collect(struct eng_request *r, char *buf, size_t cap,
     for (int i = 0; i < 2000; i++) {
         eng_req_take(r, 50, &u);
         assert_true(len + u.text_len < cap);
-        memcpy(buf + len, u.text, u.text_len);
+        if (u.text_len > 0)
+            memcpy(buf + len, u.text, u.text_len);
         len += u.text_len;
         if (u.finish != ENG_FINISH_NONE)
             break;
