@@ -99,6 +99,9 @@ mib() {
     echo "|---|---|---:|---:|---:|"
 } > "$TMP/table"
 
+# The machine may be shared, so record how busy it was during the run.
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+
 for model in $MODEL_LIST; do
     name=$(basename "$model" .gguf)
     echo "running $name: llama-bench, then bench_engine" >&2
@@ -138,6 +141,8 @@ mkdir -p "$MODELS"
     echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
     echo "Threads: $THREADS, repetitions: $REPS (median t/s)"
+    echo "Load average (1 min): $load_before before," \
+         "$(cut -d' ' -f1 /proc/loadavg) after"
     echo
     cat "$TMP/table"
 } | tee "$OUT"

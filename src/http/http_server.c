@@ -218,9 +218,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *con_cls = rs;
 
         /*
-         * A declared oversized body is read and dropped so the client
-         * gets the 413 rather than a reset connection; a grossly
-         * oversized one is refused before it is read.
+         * An oversized body is read and dropped, so the client gets the
+         * 413 and not a reset connection. A body over DISCARD_FACTOR
+         * times the limit is rejected before it is read.
          */
         const char *length = MHD_lookup_connection_value(
             conn, MHD_HEADER_KIND, "Content-Length");
