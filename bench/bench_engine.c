@@ -59,7 +59,7 @@ static void fill_tokens(int32_t *tokens, int n, int n_vocab, uint64_t *s)
     }
 }
 
-/* Time one prompt step of N tokens on a cleared cache; seconds or < 0. */
+/* Time one N-token step on a cleared cache. Returns seconds, or -1. */
 static double run_pp(struct eng_model *m, struct eng_kv *kv,
                      const int32_t *tokens, int n, float *logits)
 {
@@ -73,7 +73,7 @@ static double run_pp(struct eng_model *m, struct eng_kv *kv,
     return now_s() - t0;
 }
 
-/* Time N single-token steps on a cleared cache; seconds or < 0. */
+/* Time N one-token steps on a cleared cache. Returns seconds, or -1. */
 static double run_tg(struct eng_model *m, struct eng_kv *kv,
                      const int32_t *tokens, int n, float *logits)
 {
@@ -215,7 +215,7 @@ int main(int argc, char **argv)
            a.model, info->n_embd, info->n_layer, info->n_vocab,
            now_s() - t0);
 
-    /* The larger test sets the cache size; tg's tokens are a prefix. */
+    /* The larger test sets the cache size, and tg uses a token prefix. */
     int n_max = a.n_prompt > a.n_gen ? a.n_prompt : a.n_gen;
     uint64_t seed = 1;
     kv = eng_kv_new(m, n_max > 0 ? n_max : 1);

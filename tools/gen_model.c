@@ -57,7 +57,7 @@ static float rng_sym(uint64_t *s)
     return (float)(rng_next(s) >> 40) * (2.0f / 16777216.0f) - 1.0f;
 }
 
-/* Mixes the seed with the tensor index so tensors differ (splitmix64). */
+/* Mix the seed with the tensor index so tensors differ (splitmix64). */
 static uint64_t rng_seed(uint64_t seed, uint64_t index)
 {
     uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (index + 1);
@@ -68,24 +68,24 @@ static uint64_t rng_seed(uint64_t seed, uint64_t index)
     return z ? z : 1;
 }
 
-/* IEEE half from float, rounding to nearest even; no NaN inputs here. */
+/* Convert to IEEE half, rounding to nearest even. Inputs are never NaN. */
 static uint16_t fp32_to_fp16(float f)
 {
     uint32_t x;
 
     memcpy(&x, &f, sizeof x);
     uint32_t sign = (x >> 16) & 0x8000;
-    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
+    int32_t exponent = (int32_t)((x >> 23) & 0xff) - 127 + 15;
     uint32_t mant = x & 0x7fffff;
 
-    if (exp >= 31)
+    if (exponent >= 31)
         return (uint16_t)(sign | 0x7c00);
-    if (exp <= 0) {
+    if (exponent <= 0) {
         /* Subnormal half: shift in the implicit bit, round to even. */
-        if (exp < -10)
+        if (exponent < -10)
             return (uint16_t)sign;
         mant |= 0x800000;
-        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t shift = (uint32_t)(14 - exponent);
         uint32_t half = mant >> shift;
         uint32_t rest = mant & ((1u << shift) - 1);
         uint32_t mid = 1u << (shift - 1);
@@ -93,7 +93,7 @@ static uint16_t fp32_to_fp16(float f)
             half++;
         return (uint16_t)(sign | half);
     }
-    uint32_t h = sign | ((uint32_t)exp << 10) | (mant >> 13);
+    uint32_t h = sign | ((uint32_t)exponent << 10) | (mant >> 13);
     uint32_t rest = mant & 0x1fff;
     /* A carry out of the mantissa correctly bumps the exponent. */
     if (rest > 0x1000 || (rest == 0x1000 && (h & 1)))
@@ -142,8 +142,10 @@ static void quant_q4_0(const float *x, uint8_t *out)
     for (int j = 0; j < QK / 2; j++) {
         int lo = (int)floorf(x[j] * id + 8.5f);
         int hi = (int)floorf(x[j + QK / 2] * id + 8.5f);
-        lo = lo < 0 ? 0 : lo > 15 ? 15 : lo;
-        hi = hi < 0 ? 0 : hi > 15 ? 15 : hi;
+        lo = lo < 0 ? 0 : lo;
+        hi = hi < 0 ? 0 : hi;
+        lo = lo > 15 ? 15 : lo;
+        hi = hi > 15 ? 15 : hi;
         out[2 + j] = (uint8_t)(lo | (hi << 4));
     }
 }
@@ -175,7 +177,7 @@ static void encode_row(enum ggml_type type, const float *x, uint64_t n,
     }
 }
 
-/* Little-endian writers; every one sets *ERR on a short write. */
+/* Little-endian writers. Each sets *ERR to -1 on a short write. */
 static void put(FILE *fp, const void *p, size_t n, int *err)
 {
     if (fwrite(p, 1, n, fp) != n)
@@ -219,7 +221,7 @@ static void put_kv_str(FILE *fp, const char *key, const char *v, int *err)
     put_str(fp, v, strlen(v), err);
 }
 
-/* Bytes of one scalar of TYPE; 0 for strings and arrays. */
+/* Return the bytes of one scalar of TYPE, or 0 for strings and arrays. */
 static size_t scalar_size(enum gguf_type type)
 {
     switch (type) {

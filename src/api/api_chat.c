@@ -134,6 +134,29 @@ out:
     return prompt;
 }
 
+static int parse_logprobs(const cJSON *root, struct api_gen *g,
+                          struct api_reply *reply)
+{
+    double top;
+    if (api_get_bool(root, "logprobs", &g->params.logprobs, reply) < 0)
+        return -1;
+    int rc = api_get_number(root, "top_logprobs",
+                            (struct api_range){ 0, ENG_MAX_TOP_LOGPROBS,
+                                                true }, &top, reply);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        if (!g->params.logprobs) {
+            api_reply_error(reply, 400, "invalid_request_error",
+                            "top_logprobs", NULL, "'top_logprobs' requires "
+                            "'logprobs' to be true.");
+            return -1;
+        }
+        g->params.top_logprobs = (int)top;
+    }
+    return 0;
+}
+
 /* Reject fields whose meaning this server cannot honour. */
 static int reject_unsupported(const cJSON *root, struct api_reply *reply)
 {
@@ -177,6 +200,8 @@ void api_chat(struct api_server *srv, const struct api_call *call,
     if (api_parse_common(srv, root, g, reply) < 0)
         goto fail;
     if (reject_unsupported(root, reply) < 0)
+        goto fail;
+    if (parse_logprobs(root, g, reply) < 0)
         goto fail;
     prompt = render_messages(srv, root, reply);
     if (!prompt)

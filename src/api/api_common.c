@@ -347,14 +347,6 @@ int api_parse_common(struct api_server *srv, const cJSON *root,
     if (rc == 0)
         g->n = (int)v;
 
-    const cJSON *logprobs = cJSON_GetObjectItemCaseSensitive(root,
-                                                             "logprobs");
-    if (logprobs && !cJSON_IsNull(logprobs) && !cJSON_IsFalse(logprobs)) {
-        /* NOTE: token log-probabilities are not computed yet. */
-        invalid(reply, "logprobs", "'logprobs' is not supported by this "
-                "server yet; omit it or set it to null.");
-        return -1;
-    }
     return 0;
 }
 

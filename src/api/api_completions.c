@@ -193,6 +193,22 @@ void api_completions(struct api_server *srv, const struct api_call *call,
                         NULL, "'best_of' must equal 'n' on this server.");
         goto fail;
     }
+    double logprobs;
+    rc = api_get_number(root, "logprobs", (struct api_range){ 0, 5, true },
+                        &logprobs, reply);
+    if (rc < 0)
+        goto fail;
+    if (rc == 0) {
+        if (echo) {
+            /* NOTE: the prompt's own log-probabilities are not computed. */
+            api_reply_error(reply, 400, "invalid_request_error", "logprobs",
+                            NULL, "'logprobs' together with 'echo' is not "
+                            "supported by this server.");
+            goto fail;
+        }
+        g->params.logprobs = true;
+        g->params.top_logprobs = (int)logprobs;
+    }
     if (parse_prompt(srv, root, g, echo, reply) < 0)
         goto fail;
 

@@ -33,12 +33,17 @@ struct choice {
     int n_completion;
     enum eng_finish finish;
     bool finish_sent;
+    struct eng_token_info *infos;   /* whole responses with logprobs */
+    int n_infos, infos_cap;
+    size_t text_offset;             /* completions logprobs, streaming */
 };
 
 struct api_stream {
     struct api_server *srv;
     bool chat;
     bool include_usage;
+    bool logprobs;
+    int top_logprobs;
     char id[48];
     int64_t created;
     struct store_key key;
@@ -148,7 +153,8 @@ static int append(char **buf, size_t *len, size_t *cap, const char *text,
  * choice's counters.
  */
 static void take(struct choice *c, int timeout_ms, const char **text,
-                 size_t *n)
+                 size_t *n, const struct eng_token_info **tokens,
+                 int *n_tokens)
 {
     struct eng_req_update u;
     eng_req_take(c->req, timeout_ms, &u);
@@ -156,6 +162,29 @@ static void take(struct choice *c, int timeout_ms, const char **text,
     c->finish = u.finish;
     *text = u.text;
     *n = u.text_len;
+    *tokens = u.tokens;
+    *n_tokens = u.n_tokens;
+}
+
+static int keep_infos(struct choice *c, const struct eng_token_info *tokens,
+                      int n)
+{
+    if (n == 0)
+        return 0;
+    if (c->n_infos + n > c->infos_cap) {
+        int cap = c->infos_cap ? c->infos_cap * 2 : 32;
+        while (cap < c->n_infos + n)
+            cap *= 2;
+        struct eng_token_info *grown = realloc(c->infos,
+                                               sizeof *grown * (size_t)cap);
+        if (!grown)
+            return -1;
+        c->infos = grown;
+        c->infos_cap = cap;
+    }
+    memcpy(c->infos + c->n_infos, tokens, sizeof *tokens * (size_t)n);
+    c->n_infos += n;
+    return 0;
 }
 
 static bool all_finished(const struct api_stream *st)
@@ -187,8 +216,10 @@ static void drain(struct api_stream *st, int limit_ms)
         while (c->req && c->finish == ENG_FINISH_NONE &&
                api_now_ms() < deadline) {
             const char *text;
+            const struct eng_token_info *tokens;
             size_t n;
-            take(c, WAIT_SLICE_MS, &text, &n);
+            int n_tokens;
+            take(c, WAIT_SLICE_MS, &text, &n, &tokens, &n_tokens);
         }
     }
 }
@@ -198,6 +229,7 @@ static void job_free(struct api_stream *st)
     for (int i = 0; i < st->n_choices; i++) {
         eng_req_release(st->choices[i].req);
         free(st->choices[i].text);
+        free(st->choices[i].infos);
     }
     for (int i = 0; i < API_MAX_PROMPTS; i++)
         free(st->echo[i]);
@@ -257,7 +289,17 @@ static char *whole_response(const struct api_stream *st)
         } else {
             cJSON_AddStringToObject(item, "text", c->text ? c->text : "");
         }
-        cJSON_AddNullToObject(item, "logprobs");
+        if (!st->logprobs) {
+            cJSON_AddNullToObject(item, "logprobs");
+        } else if (st->chat) {
+            cJSON_AddItemToObject(item, "logprobs", api_logprobs_chat(
+                st->srv, c->infos, c->n_infos));
+        } else {
+            const char *echo = st->echo[c->prompt_index];
+            size_t offset = echo ? strlen(echo) : 0;
+            cJSON_AddItemToObject(item, "logprobs", api_logprobs_completion(
+                st->srv, c->infos, c->n_infos, st->top_logprobs, &offset));
+        }
         cJSON_AddStringToObject(item, "finish_reason",
                                 finish_reason(c->finish));
         cJSON_AddItemToArray(choices, item);
@@ -286,9 +328,11 @@ static int emit_event(struct api_stream *st, cJSON *root)
 }
 
 /* A chunk for choice INDEX with TEXT (may be NULL) and FINISH (NULL while
- * running). ROLE adds the assistant role to a chat delta. */
+ * running). ROLE adds the assistant role to a chat delta. TOKENS are the
+ * log-probabilities to send with the text, when requested. */
 static int emit_chunk(struct api_stream *st, int index, const char *text,
-                      size_t n, const char *finish, bool role)
+                      size_t n, const char *finish, bool role,
+                      const struct eng_token_info *tokens, int n_tokens)
 {
     cJSON *root = envelope(st, true);
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
@@ -316,7 +360,16 @@ static int emit_chunk(struct api_stream *st, int index, const char *text,
         cJSON_AddStringToObject(item, "text", copy ? copy : "");
     }
     free(copy);
-    cJSON_AddNullToObject(item, "logprobs");
+    if (st->logprobs && n_tokens > 0) {
+        struct choice *c = &st->choices[index];
+        cJSON *lp = st->chat
+            ? api_logprobs_chat(st->srv, tokens, n_tokens)
+            : api_logprobs_completion(st->srv, tokens, n_tokens,
+                                      st->top_logprobs, &c->text_offset);
+        cJSON_AddItemToObject(item, "logprobs", lp);
+    } else {
+        cJSON_AddNullToObject(item, "logprobs");
+    }
     if (finish)
         cJSON_AddStringToObject(item, "finish_reason", finish);
     else
@@ -365,18 +418,21 @@ static bool poll_choice(struct api_stream *st, int i, int timeout_ms)
 {
     struct choice *c = &st->choices[i];
     const char *text;
+    const struct eng_token_info *tokens;
     size_t n;
+    int n_tokens;
     bool emitted = false;
 
     if (c->finish_sent)
         return false;
-    take(c, timeout_ms, &text, &n);
-    if (n > 0) {
-        emit_chunk(st, i, text, n, NULL, false);
+    take(c, timeout_ms, &text, &n, &tokens, &n_tokens);
+    if (n > 0 || n_tokens > 0) {
+        emit_chunk(st, i, text, n, NULL, false, tokens, n_tokens);
         emitted = true;
     }
     if (c->finish != ENG_FINISH_NONE && c->finish != ENG_FINISH_ERROR) {
-        emit_chunk(st, i, NULL, 0, finish_reason(c->finish), false);
+        emit_chunk(st, i, NULL, 0, finish_reason(c->finish), false, NULL,
+                   0);
         c->finish_sent = true;
         emitted = true;
     } else if (c->finish == ENG_FINISH_ERROR) {
@@ -392,10 +448,12 @@ static int produce(struct api_stream *st)
         st->role_sent = true;
         for (int i = 0; i < st->n_choices; i++) {
             const char *echo = st->echo[st->choices[i].prompt_index];
-            if (st->chat)
-                emit_chunk(st, i, "", 0, NULL, true);
-            else if (echo)
-                emit_chunk(st, i, echo, strlen(echo), NULL, false);
+            if (st->chat) {
+                emit_chunk(st, i, "", 0, NULL, true, NULL, 0);
+            } else if (echo) {
+                emit_chunk(st, i, echo, strlen(echo), NULL, false, NULL, 0);
+                st->choices[i].text_offset = strlen(echo);
+            }
         }
         if (st->out_len > 0)
             return 0;
@@ -521,14 +579,22 @@ static int submit_all(struct api_server *srv, struct api_stream *st,
 static int collect(struct api_stream *st)
 {
     for (;;) {
+        /* Block on the first running choice only, then poll the rest. */
+        bool waited = false;
         for (int i = 0; i < st->n_choices; i++) {
             struct choice *c = &st->choices[i];
             const char *text;
+            const struct eng_token_info *tokens;
             size_t n;
+            int n_tokens;
             if (c->finish != ENG_FINISH_NONE)
                 continue;
-            take(c, i == 0 ? WAIT_SLICE_MS : 0, &text, &n);
+            take(c, waited ? 0 : WAIT_SLICE_MS, &text, &n, &tokens,
+                 &n_tokens);
+            waited = true;
             if (n > 0 && append(&c->text, &c->len, &c->cap, text, n) != 0)
+                return -1;
+            if (keep_infos(c, tokens, n_tokens) != 0)
                 return -1;
         }
         if (all_finished(st))
@@ -555,6 +621,8 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
     st->srv = srv;
     st->chat = g->chat;
     st->include_usage = g->include_usage;
+    st->logprobs = g->params.logprobs;
+    st->top_logprobs = g->params.top_logprobs;
     make_id(st->id, sizeof st->id, g->chat ? "chatcmpl" : "cmpl");
     st->created = call->start_ms / 1000;
     st->key = *call->key;

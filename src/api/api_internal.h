@@ -25,7 +25,7 @@ struct api_gen {
     int max_tokens;                      /* 0 until set */
     bool stream;
     bool include_usage;
-    struct eng_gen_params params;
+    struct eng_gen_params params;        /* logprobs set by the endpoint */
     struct eng_logit_bias bias[API_MAX_BIAS];
 };
 
@@ -71,5 +71,17 @@ void api_record_failure(struct api_server *srv, const struct api_call *call,
                         const char *endpoint, int status);
 
 void api_gen_free(struct api_gen *g);
+
+/* Chat's logprobs object for N tokens. */
+cJSON *api_logprobs_chat(struct api_server *srv,
+                         const struct eng_token_info *tokens, int n);
+/*
+ * The completions logprobs object for N tokens. *TEXT_OFFSET is the byte
+ * offset of the first token in the choice's text and is advanced past
+ * the last.
+ */
+cJSON *api_logprobs_completion(struct api_server *srv,
+                               const struct eng_token_info *tokens, int n,
+                               int top_logprobs, size_t *text_offset);
 
 #endif

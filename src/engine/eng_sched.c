@@ -6,6 +6,7 @@
 #include "engine/eng_sched.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +37,15 @@ struct eng_request {
     enum eng_finish finish;
     bool cancelled;
 
+    /* Per-token log-probabilities, with params.logprobs. */
+    struct eng_token_info *infos;
+    int n_infos, infos_cap, infos_taken;
+
     /* Read side, touched only by the thread calling eng_req_take. */
     char *taken;
     size_t taken_cap;
+    struct eng_token_info *infos_read;
+    int infos_read_cap;
 
     struct eng_request *next;   /* queue link */
 };
@@ -72,6 +79,7 @@ struct eng_sched {
     struct eng_seq_batch *batch;
     int *batch_slot;
     float *logits;             /* (n_slots, n_vocab) */
+    float *raw_logits;         /* (n_vocab): copy kept for logprobs */
 };
 
 const char *eng_finish_name(enum eng_finish f)
@@ -97,6 +105,10 @@ struct eng_request *eng_req_new(const int32_t *prompt, int n_prompt,
     pthread_cond_init(&r->cond, NULL);
     r->refs = 1;
     r->params = *params;
+    if (r->params.top_logprobs < 0)
+        r->params.top_logprobs = 0;
+    if (r->params.top_logprobs > ENG_MAX_TOP_LOGPROBS)
+        r->params.top_logprobs = ENG_MAX_TOP_LOGPROBS;
 
     r->prompt = malloc(sizeof *prompt * (size_t)(n_prompt > 0 ? n_prompt : 1));
     if (!r->prompt)
@@ -142,6 +154,8 @@ void eng_req_release(struct eng_request *r)
     free(r->prompt);
     free(r->out);
     free(r->taken);
+    free(r->infos);
+    free(r->infos_read);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
     free(r);
@@ -202,7 +216,8 @@ int eng_req_take(struct eng_request *r, int timeout_ms,
 
     pthread_mutex_lock(&r->lock);
     int rc = 0;
-    while (r->out_taken == r->out_len && r->finish == ENG_FINISH_NONE) {
+    while (r->out_taken == r->out_len && r->infos_taken == r->n_infos &&
+           r->finish == ENG_FINISH_NONE) {
         if (pthread_cond_timedwait(&r->cond, &r->lock, &deadline)
                 == ETIMEDOUT) {
             rc = 1;
@@ -227,12 +242,95 @@ int eng_req_take(struct eng_request *r, int timeout_ms,
     }
     u->text = r->taken;
     u->text_len = n;
+
+    int n_new = r->n_infos - r->infos_taken;
+    if (n_new > r->infos_read_cap) {
+        struct eng_token_info *grown = realloc(
+            r->infos_read, sizeof *grown * (size_t)n_new);
+        if (grown) {
+            r->infos_read = grown;
+            r->infos_read_cap = n_new;
+        } else {
+            n_new = r->infos_read_cap;
+        }
+    }
+    if (n_new > 0) {
+        memcpy(r->infos_read, r->infos + r->infos_taken,
+               sizeof *r->infos * (size_t)n_new);
+        r->infos_taken += n_new;
+        rc = 0;
+    }
+    u->tokens = r->infos_read;
+    u->n_tokens = n_new;
     u->n_prompt = r->n_prompt;
     u->n_completion = r->n_completion;
-    /* Report the end only once all text has been taken. */
-    u->finish = r->out_taken == r->out_len ? r->finish : ENG_FINISH_NONE;
+    /* Report the end only once all output has been taken. */
+    bool all_taken = r->out_taken == r->out_len &&
+                     r->infos_taken == r->n_infos;
+    u->finish = all_taken ? r->finish : ENG_FINISH_NONE;
     pthread_mutex_unlock(&r->lock);
     return rc;
+}
+
+/* ---- log-probabilities ---- */
+
+/*
+ * Fill INFO with the log-probabilities of the N_VOCAB raw LOGITS: the
+ * TOP most likely tokens. The chosen token's entry is set after
+ * sampling, from the same distribution.
+ */
+static float logprob_prepare(const float *logits, int n_vocab, int top,
+                             struct eng_token_info *info)
+{
+    float max = logits[0];
+    for (int i = 1; i < n_vocab; i++)
+        if (logits[i] > max)
+            max = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++)
+        sum += exp((double)(logits[i] - max));
+    float lse = max + (float)log(sum);
+
+    /* Insertion into a short sorted list: TOP is at most 20. */
+    info->n_top = 0;
+    for (int i = 0; i < n_vocab && top > 0; i++) {
+        int n = info->n_top;
+        if (n == top && logits[i] <= info->top[n - 1].logprob)
+            continue;
+        int at = n < top ? n : top - 1;
+        while (at > 0 && info->top[at - 1].logprob < logits[i]) {
+            info->top[at] = info->top[at - 1];
+            at--;
+        }
+        info->top[at].id = i;
+        info->top[at].logprob = logits[i];
+        if (n < top)
+            info->n_top++;
+    }
+    for (int k = 0; k < info->n_top; k++)
+        info->top[k].logprob -= lse;
+    return lse;
+}
+
+static void req_add_info(struct eng_request *r,
+                         const struct eng_token_info *info)
+{
+    pthread_mutex_lock(&r->lock);
+    if (r->n_infos == r->infos_cap) {
+        int cap = r->infos_cap ? r->infos_cap * 2 : 16;
+        struct eng_token_info *grown = realloc(r->infos,
+                                               sizeof *grown * (size_t)cap);
+        if (!grown) {
+            pthread_mutex_unlock(&r->lock);
+            log_error("sched", "out of memory for token log-probabilities");
+            return;
+        }
+        r->infos = grown;
+        r->infos_cap = cap;
+    }
+    r->infos[r->n_infos++] = *info;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
 }
 
 /* ---- stop strings ---- */
@@ -468,7 +566,26 @@ static void run_step(struct eng_sched *s)
             if (sl->n_fed < sl->req->n_prompt)
                 continue;   /* more prompt chunks to go */
         }
-        int32_t id = eng_sampler_sample(sl->sampler, s->batch[j].logits);
+        float *logits = s->batch[j].logits;
+        struct eng_token_info info;
+        float lse = 0, chosen_logit = 0;
+        bool logprobs = sl->req->params.logprobs;
+
+        /* The sampler changes the logits, so read them first. */
+        if (logprobs) {
+            lse = logprob_prepare(logits, s->n_vocab,
+                                  sl->req->params.top_logprobs, &info);
+            memcpy(s->raw_logits, logits, sizeof *logits *
+                   (size_t)s->n_vocab);
+        }
+        int32_t id = eng_sampler_sample(sl->sampler, logits);
+        if (logprobs) {
+            chosen_logit = s->raw_logits[id];
+            info.id = id;
+            info.logprob = chosen_logit - lse;
+            if (!eng_tok_is_eog(s->tok, id))
+                req_add_info(sl->req, &info);
+        }
         enum eng_finish f = slot_accept(s, sl, id);
         if (f != ENG_FINISH_NONE)
             slot_end(s, sl, f);
@@ -513,7 +630,9 @@ int eng_sched_start(struct eng_model *model, struct eng_tokenizer *tok,
     s->batch = calloc(n_slots, sizeof *s->batch);
     s->batch_slot = calloc(n_slots, sizeof *s->batch_slot);
     s->logits = malloc(n_slots * (size_t)s->n_vocab * sizeof(float));
-    if (!s->slots || !s->batch || !s->batch_slot || !s->logits)
+    s->raw_logits = malloc((size_t)s->n_vocab * sizeof(float));
+    if (!s->slots || !s->batch || !s->batch_slot || !s->logits ||
+        !s->raw_logits)
         goto nomem;
     for (int i = 0; i < cfg->n_slots; i++) {
         s->slots[i].kv = eng_kv_new(model, cfg->n_ctx);
@@ -565,6 +684,7 @@ void eng_sched_stop(struct eng_sched *s)
     free(s->batch);
     free(s->batch_slot);
     free(s->logits);
+    free(s->raw_logits);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);

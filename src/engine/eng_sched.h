@@ -29,11 +29,29 @@ enum eng_finish {
     ENG_FINISH_ERROR,      /* the engine failed; see the log */
 };
 
+#define ENG_MAX_TOP_LOGPROBS 20
+
 struct eng_gen_params {
     struct eng_sampler_params sampling;  /* bias is copied */
     int max_tokens;                      /* >= 1 */
     int n_stop;
     const char *stop[ENG_MAX_STOP];      /* copied */
+    bool logprobs;                       /* report each token's logprob */
+    int top_logprobs;                    /* 0..ENG_MAX_TOP_LOGPROBS */
+};
+
+/* A token and its log-probability under the model (before sampling). */
+struct eng_token_logprob {
+    int32_t id;
+    float logprob;
+};
+
+/* One generated token, with the most likely alternatives at its step. */
+struct eng_token_info {
+    int32_t id;
+    float logprob;
+    int n_top;
+    struct eng_token_logprob top[ENG_MAX_TOP_LOGPROBS];
 };
 
 struct eng_request;
@@ -67,6 +85,10 @@ struct eng_req_update {
     const char *text;        /* new text since the last take (not NUL-
                                 terminated), valid until the next take */
     size_t text_len;
+    /* With params.logprobs: the tokens generated since the last take,
+     * valid until the next take. End-of-generation tokens are left out. */
+    const struct eng_token_info *tokens;
+    int n_tokens;
     int n_prompt;
     int n_completion;        /* tokens generated so far */
     enum eng_finish finish;  /* NONE while running */

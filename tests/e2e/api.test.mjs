@@ -199,6 +199,62 @@ test('same seed gives the same sample', async () => {
   assert.equal(a.choices[0].text, b.choices[0].text);
 });
 
+test('completion logprobs match llama.cpp', async () => {
+  const ref = readReference('stories260K-f32', 'logits.json');
+  const c = ref.cases.find((x) => x.prompt === 'Once upon a time');
+  const res = await client.completions.create({
+    model: MODEL_ID, prompt: c.prompt, max_tokens: 3, temperature: 0,
+    logprobs: 5,
+  });
+  const lp = res.choices[0].logprobs;
+  assert.equal(lp.tokens.length, 3);
+  assert.equal(lp.token_logprobs.length, 3);
+  assert.equal(lp.tokens[0], c.top10[0].piece);
+  assert.ok(Math.abs(lp.token_logprobs[0] - c.top10[0].logprob) < 1e-3,
+    `logprob ${lp.token_logprobs[0]} vs ${c.top10[0].logprob}`);
+  const top = lp.top_logprobs[0];
+  assert.equal(Object.keys(top).length, 5);
+  for (const ref10 of c.top10.slice(0, 5)) {
+    assert.ok(Math.abs(top[ref10.piece] - ref10.logprob) < 1e-3,
+      `top logprob of ${JSON.stringify(ref10.piece)}`);
+  }
+  assert.deepEqual(lp.text_offset.slice(0, 2), [0, lp.tokens[0].length]);
+  assert.equal(lp.tokens.join(''), res.choices[0].text);
+});
+
+test('chat logprobs streamed equal whole', async () => {
+  const body = {
+    model: MODEL_ID, messages: [{ role: 'user', content: 'A cat' }],
+    max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 3,
+  };
+  const whole = await client.chat.completions.create(body);
+  const content = whole.choices[0].logprobs.content;
+  assert.ok(content.length >= 1);
+  assert.ok(content.length <= whole.usage.completion_tokens);
+  for (const entry of content) {
+    assert.equal(entry.top_logprobs.length, 3);
+    assert.ok(entry.logprob <= 0);
+    // Greedy picks the most likely token.
+    assert.equal(entry.top_logprobs[0].token, entry.token);
+    assert.ok(entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob);
+    assert.equal(Buffer.from(entry.bytes).toString('utf8'), entry.token);
+  }
+  assert.equal(content.map((e) => e.token).join(''),
+    whole.choices[0].message.content);
+
+  const stream = await client.chat.completions.create({ ...body, stream: true });
+  const streamed = [];
+  for await (const chunk of stream) {
+    const lp = chunk.choices[0]?.logprobs;
+    if (lp) streamed.push(...lp.content);
+  }
+  assert.deepEqual(streamed, content);
+
+  await assert.rejects(client.chat.completions.create({
+    ...body, logprobs: false,
+  }), (e) => e.status === 400 && e.param === 'top_logprobs');
+});
+
 test('wrong key raises AuthenticationError', async () => {
   const bad = new OpenAI({
     apiKey: key.slice(0, -4) + 'AAAA', baseURL: server.baseURL, maxRetries: 0,
