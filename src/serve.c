@@ -38,6 +38,7 @@ struct serve_options {
     int threads;
     int ctx_size;
     int parallel;
+    int max_queue;
     const char *chat_template;
     long max_body;
 };
@@ -60,6 +61,8 @@ static void usage(FILE *out)
 "  --ctx-size N         context length per sequence in tokens (default:\n"
 "                       the model's, at most %d)\n"
 "  --parallel N         sequences generated at once (default 4)\n"
+"  --max-queue N        requests that may wait for a free sequence before\n"
+"                       new ones get 503 (default 256)\n"
 "  --chat-template NAME chat format instead of the detected one: chatml,\n"
 "                       llama2, llama3, mistral, gemma, phi3,\n"
 "                       deepseek-r1, granite, smollm3 or plain\n"
@@ -95,6 +98,7 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
         { "threads", required_argument, NULL, 't' },
         { "ctx-size", required_argument, NULL, 'c' },
         { "parallel", required_argument, NULL, 'P' },
+        { "max-queue", required_argument, NULL, 'Q' },
         { "chat-template", required_argument, NULL, 'T' },
         { "max-body", required_argument, NULL, 'b' },
         { "log-level", required_argument, NULL, 'l' },
@@ -107,6 +111,7 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
     o->host = "127.0.0.1";
     o->port = 8080;
     o->parallel = 4;
+    o->max_queue = 256;
     o->max_body = 4L << 20;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -135,6 +140,11 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
             if (parse_int("--parallel", optarg, 1, 256, &v) < 0)
                 return -1;
             o->parallel = (int)v;
+            break;
+        case 'Q':
+            if (parse_int("--max-queue", optarg, 1, 1 << 20, &v) < 0)
+                return -1;
+            o->max_queue = (int)v;
             break;
         case 'b':
             if (parse_int("--max-body", optarg, 1024, 1L << 30, &v) < 0)
@@ -274,6 +284,7 @@ int serve_main(int argc, char **argv)
         .n_slots = o.parallel,
         .n_ctx = n_ctx,
         .prefill_chunk = 512,
+        .max_queue = o.max_queue,
     };
     if (eng_sched_start(model, tok, &cfg, &sched, err, sizeof err) != 0) {
         fprintf(stderr, "taphouse serve: %s\n", err);

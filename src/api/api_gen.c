@@ -9,6 +9,7 @@
  */
 #include "api/api_internal.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -566,10 +567,11 @@ static int submit_all(struct api_server *srv, struct api_stream *st,
             c->prompt_index = p;
             c->req = eng_req_new(g->prompts[p], g->n_prompt[p], &params);
             if (!c->req)
-                return -1;
+                return -ENOMEM;
             st->n_choices++;
-            if (eng_sched_submit(srv->sched, c->req) != 0)
-                return -1;
+            int rc = eng_sched_submit(srv->sched, c->req);
+            if (rc != 0)
+                return rc;
         }
     }
     return 0;
@@ -634,12 +636,19 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
         g->echo[p] = NULL;
     }
 
-    if (submit_all(srv, st, g) != 0) {
+    int rc = submit_all(srv, st, g);
+    if (rc != 0) {
         cancel_all(st);
         drain(st, CANCEL_WAIT_MS);
         record_usage(st, 503, "error");
-        api_reply_error(reply, 503, "server_error", NULL, NULL,
-                        "The server is shutting down or out of memory.");
+        log_warn("api", "request %s for key %s rejected: %s", st->id,
+                 st->key.key_id, rc == -EAGAIN ? "queue full"
+                 : rc == -ESHUTDOWN ? "shutting down" : "out of memory");
+        api_reply_error(reply, 503, "server_error", NULL, "overloaded",
+                        "%s", rc == -EAGAIN
+                        ? "The server has too many requests waiting; "
+                          "retry later."
+                        : "The server is shutting down or out of memory.");
         job_free(st);
         api_gen_free(g);
         return;
@@ -681,7 +690,7 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
         }
     }
     int status = failed ? 500 : 200;
-    int rc = record_usage(st, status, failed ? "error"
+    rc = record_usage(st, status, failed ? "error"
                           : finish_reason(st->choices[0].finish));
     if (failed || rc != 0) {
         api_reply_error(reply, 500, "server_error", NULL, NULL,

@@ -74,6 +74,7 @@ struct eng_sched {
     pthread_cond_t cond;
     bool stopping;
     struct eng_request *queue_head, *queue_tail;
+    int n_queued;
 
     struct slot *slots;
     struct eng_seq_batch *batch;
@@ -498,6 +499,7 @@ static void admit(struct eng_sched *s)
         if (sl->req)
             continue;
         struct eng_request *r = s->queue_head;
+        s->n_queued--;
         s->queue_head = r->next;
         if (!s->queue_head)
             s->queue_tail = NULL;
@@ -697,17 +699,18 @@ int eng_sched_n_ctx(const struct eng_sched *s)
 
 int eng_sched_submit(struct eng_sched *s, struct eng_request *r)
 {
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping || (s->cfg.max_queue > 0 &&
+                        s->n_queued >= s->cfg.max_queue)) {
+        int rc = s->stopping ? -ESHUTDOWN : -EAGAIN;
+        pthread_mutex_unlock(&s->lock);
+        req_finish(r, ENG_FINISH_CANCELLED);
+        return rc;
+    }
     pthread_mutex_lock(&r->lock);
     r->refs++;
     pthread_mutex_unlock(&r->lock);
-
-    pthread_mutex_lock(&s->lock);
-    if (s->stopping) {
-        pthread_mutex_unlock(&s->lock);
-        req_finish(r, ENG_FINISH_CANCELLED);
-        eng_req_release(r);
-        return -ESHUTDOWN;
-    }
+    s->n_queued++;
     if (s->queue_tail)
         s->queue_tail->next = r;
     else

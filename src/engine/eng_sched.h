@@ -61,6 +61,7 @@ struct eng_sched_config {
     int n_slots;        /* sequences that run at once */
     int n_ctx;          /* KV positions per slot */
     int prefill_chunk;  /* max prompt tokens per sequence per step */
+    int max_queue;      /* requests waiting for a slot; 0: no limit */
 };
 
 int eng_sched_start(struct eng_model *model, struct eng_tokenizer *tok,
@@ -73,7 +74,11 @@ int eng_sched_n_ctx(const struct eng_sched *s);
 /* Create a request for PROMPT (copied). Returns NULL on failure. */
 struct eng_request *eng_req_new(const int32_t *prompt, int n_prompt,
                                 const struct eng_gen_params *params);
-/* Queue a request; the scheduler takes its own reference. */
+/*
+ * Queue a request; the scheduler takes its own reference. Returns 0,
+ * -EAGAIN when max_queue requests are already waiting, or -ESHUTDOWN
+ * while the scheduler stops.
+ */
 int eng_sched_submit(struct eng_sched *s, struct eng_request *r);
 /* Ask the scheduler to drop the request at its next step. */
 void eng_req_cancel(struct eng_request *r);

@@ -203,3 +203,30 @@ test('serve rejects a corrupt model with a clear message', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('full queue answers 503 overloaded', async () => {
+  const small = await startServer(['--parallel', '1', '--max-queue', '1']);
+  try {
+    const k = createKey(small.db, 'crowd');
+    const body = JSON.stringify({
+      model: MODEL_ID, prompt: 'Once upon a time', max_tokens: 400,
+      temperature: 0, logit_bias: { 2: -100 },
+    });
+    const send = () => fetch(`${small.baseURL}/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${k}`, 'Content-Type': 'application/json' },
+      body,
+    }).then(async (r) => ({ status: r.status, body: await r.json() }));
+    const results = await Promise.all(Array.from({ length: 8 }, send));
+    const statuses = results.map((r) => r.status);
+    assert.ok(statuses.includes(200), statuses.join(','));
+    const rejected = results.filter((r) => r.status === 503);
+    assert.ok(rejected.length >= 1, statuses.join(','));
+    assert.equal(rejected[0].body.error.code, 'overloaded');
+    // Served and rejected requests are both in the ledger.
+    const rows = sql(small.db, 'SELECT http_status FROM usage');
+    assert.equal(rows.length, 8);
+  } finally {
+    assert.equal(await small.stop(), 0);
+  }
+});
