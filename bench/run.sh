@@ -9,6 +9,8 @@
 #   BENCH_LARGE=1  also run the 1.1B shape (slow on 2 cores)
 #   BENCH_THREADS  threads for both engines (default 2)
 #   BENCH_REPS     timed repetitions per test (default 3)
+#   BENCH_ROUNDS   times the whole set is run; the table keeps each
+#                  side's best median (default 2)
 #   PEER_TAR       llama.cpp build to unpack
 #                  (default ../shared/peers/llama.cpp-b9749-cpu.tar.xz)
 #   PEER_DIR       where it is unpacked (default /tmp/taphouse-peer)
@@ -20,6 +22,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 THREADS=${BENCH_THREADS:-2}
 REPS=${BENCH_REPS:-3}
+ROUNDS=${BENCH_ROUNDS:-2}
 N_PROMPT=512
 N_GEN=128
 PEER_TAR=${PEER_TAR:-../shared/peers/llama.cpp-b9749-cpu.tar.xz}
@@ -94,53 +97,82 @@ mib() {
     awk '{ printf "%.0f\n", $1 / 1024 }' "$1"
 }
 
-{
-    echo "| model | test | llama.cpp t/s | taphouse t/s | taphouse/llama.cpp |"
-    echo "|---|---|---:|---:|---:|"
-} > "$TMP/table"
-
 # The machine may be shared, so record how busy it was during the run.
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 
+# Each round runs every model on both engines back to back. Rounds are
+# spread over time, so a burst of load from other processes spoils one
+# round rather than every measurement of one side.
+round=1
+while [ $round -le "$ROUNDS" ]; do
+    for model in $MODEL_LIST; do
+        name=$(basename "$model" .gguf)
+        out=$TMP/$name.$round
+        echo "round $round: $name: llama-bench, then bench_engine" >&2
+
+        LD_LIBRARY_PATH=$PEER_DIR /usr/bin/time -f %M -o "$out.peer.rss" \
+            "$PEER_DIR/llama-bench" -m "$model" -p $N_PROMPT -n $N_GEN \
+            -t "$THREADS" -r "$REPS" -o json > "$out.peer.json" \
+            2> "$out.peer.err" || {
+            echo "run.sh: llama-bench failed on $model:" >&2
+            tail -5 "$out.peer.err" >&2
+            exit 1
+        }
+        /usr/bin/time -f %M -o "$out.ours.rss" \
+            "$BUILD/bench_engine" -m "$model" -p $N_PROMPT -n $N_GEN \
+            -t "$THREADS" -r "$REPS" > "$out.ours.txt" \
+            2> "$out.ours.err" || {
+            echo "run.sh: bench_engine failed on $model:" >&2
+            tail -5 "$out.ours.err" >&2
+            exit 1
+        }
+    done
+    round=$((round + 1))
+done
+
+# max_of: the largest of the numbers in $1 (space-separated).
+max_of() {
+    echo "$1" | tr ' ' '\n' | awk 'NF && ($1 > m || m == "") { m = $1 }
+        END { print m }'
+}
+
+{
+    echo "| model | test | llama.cpp t/s | taphouse t/s" \
+         "| taphouse/llama.cpp | llama.cpp rounds | taphouse rounds |"
+    echo "|---|---|---:|---:|---:|---|---|"
+} > "$TMP/table"
+
 for model in $MODEL_LIST; do
     name=$(basename "$model" .gguf)
-    echo "running $name: llama-bench, then bench_engine" >&2
-
-    LD_LIBRARY_PATH=$PEER_DIR /usr/bin/time -f %M -o "$TMP/peer.rss" \
-        "$PEER_DIR/llama-bench" -m "$model" -p $N_PROMPT -n $N_GEN \
-        -t "$THREADS" -r "$REPS" -o json > "$TMP/peer.json" \
-        2> "$TMP/peer.err" || {
-        echo "run.sh: llama-bench failed on $model:" >&2
-        tail -5 "$TMP/peer.err" >&2
-        exit 1
-    }
-    /usr/bin/time -f %M -o "$TMP/ours.rss" \
-        "$BUILD/bench_engine" -m "$model" -p $N_PROMPT -n $N_GEN \
-        -t "$THREADS" -r "$REPS" > "$TMP/ours.txt" 2> "$TMP/ours.err" || {
-        echo "run.sh: bench_engine failed on $model:" >&2
-        tail -5 "$TMP/ours.err" >&2
-        exit 1
-    }
-
     for t in pp tg; do
         n=$N_PROMPT
         [ $t = tg ] && n=$N_GEN
-        peer=$(peer_median "$TMP/peer.json" $t)
-        ours=$(ours_median "$TMP/ours.txt" $t)
-        echo "| $name | $t$n | $peer | $ours | $(ratio "$ours" "$peer") |" \
-            >> "$TMP/table"
+        peer_all=
+        ours_all=
+        round=1
+        while [ $round -le "$ROUNDS" ]; do
+            out=$TMP/$name.$round
+            peer_all="$peer_all $(peer_median "$out.peer.json" $t)"
+            ours_all="$ours_all $(ours_median "$out.ours.txt" $t)"
+            round=$((round + 1))
+        done
+        peer=$(max_of "$peer_all")
+        ours=$(max_of "$ours_all")
+        echo "| $name | $t$n | $peer | $ours | $(ratio "$ours" "$peer")" \
+             "|$peer_all |$ours_all |" >> "$TMP/table"
     done
-    peer_rss=$(mib "$TMP/peer.rss")
-    ours_rss=$(mib "$TMP/ours.rss")
+    peer_rss=$(mib "$TMP/$name.1.peer.rss")
+    ours_rss=$(mib "$TMP/$name.1.ours.rss")
     echo "| $name | peak RSS MiB | $peer_rss | $ours_rss |" \
-         "$(ratio "$ours_rss" "$peer_rss") |" >> "$TMP/table"
+         "$(ratio "$ours_rss" "$peer_rss") | | |" >> "$TMP/table"
 done
 
 mkdir -p "$MODELS"
 {
     echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
-    echo "Threads: $THREADS, repetitions: $REPS (median t/s)"
+    echo "Threads: $THREADS, repetitions: $REPS, rounds: $ROUNDS." \
+         "Each cell is the best of the rounds' medians."
     echo "Load average (1 min): $load_before before," \
          "$(cut -d' ' -f1 /proc/loadavg) after"
     echo

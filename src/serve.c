@@ -28,6 +28,8 @@
 #include "util/util_log.h"
 
 #define DEFAULT_CTX_CAP 4096
+/* How long aborted requests get to send their last events. */
+#define ABORT_GRACE_MS 5000
 
 struct serve_options {
     const char *model_path;
@@ -41,6 +43,9 @@ struct serve_options {
     int max_queue;
     const char *chat_template;
     long max_body;
+    int max_connections;
+    int idle_timeout;
+    int shutdown_timeout;
 };
 
 static void usage(FILE *out)
@@ -67,6 +72,10 @@ static void usage(FILE *out)
 "                       llama2, llama3, mistral, gemma, phi3,\n"
 "                       deepseek-r1, granite, smollm3 or plain\n"
 "  --max-body BYTES     largest request body accepted (default 4194304)\n"
+"  --max-connections N  open connections accepted at once (default 512)\n"
+"  --idle-timeout SEC   close connections idle this long (default 30)\n"
+"  --shutdown-timeout SEC  on SIGINT or SIGTERM, stop accepting and let\n"
+"                       running requests finish for this long (default 30)\n"
 "  --log-level LEVEL    debug, info, warn or error (default info)\n"
 "  -h, --help           show this help\n", DEFAULT_CTX_CAP);
 }
@@ -101,6 +110,9 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
         { "max-queue", required_argument, NULL, 'Q' },
         { "chat-template", required_argument, NULL, 'T' },
         { "max-body", required_argument, NULL, 'b' },
+        { "max-connections", required_argument, NULL, 'C' },
+        { "idle-timeout", required_argument, NULL, 'I' },
+        { "shutdown-timeout", required_argument, NULL, 'S' },
         { "log-level", required_argument, NULL, 'l' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -112,6 +124,9 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
     o->port = 8080;
     o->parallel = 4;
     o->max_queue = 256;
+    o->max_connections = 512;
+    o->idle_timeout = 30;
+    o->shutdown_timeout = 30;
     o->max_body = 4L << 20;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -145,6 +160,21 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
             if (parse_int("--max-queue", optarg, 1, 1 << 20, &v) < 0)
                 return -1;
             o->max_queue = (int)v;
+            break;
+        case 'C':
+            if (parse_int("--max-connections", optarg, 1, 100000, &v) < 0)
+                return -1;
+            o->max_connections = (int)v;
+            break;
+        case 'I':
+            if (parse_int("--idle-timeout", optarg, 1, 86400, &v) < 0)
+                return -1;
+            o->idle_timeout = (int)v;
+            break;
+        case 'S':
+            if (parse_int("--shutdown-timeout", optarg, 0, 86400, &v) < 0)
+                return -1;
+            o->shutdown_timeout = (int)v;
             break;
         case 'b':
             if (parse_int("--max-body", optarg, 1024, 1L << 30, &v) < 0)
@@ -305,7 +335,8 @@ int serve_main(int argc, char **argv)
         .host = o.host,
         .port = o.port,
         .max_body = (size_t)o.max_body,
-        .max_connections = 512,
+        .max_connections = (unsigned)o.max_connections,
+        .idle_timeout_s = (unsigned)o.idle_timeout,
     };
     if (http_start(&hc, &api, auth, &http, err, sizeof err) != 0) {
         fprintf(stderr, "taphouse serve: %s\n", err);
@@ -318,12 +349,25 @@ int serve_main(int argc, char **argv)
 
     int sig = 0;
     sigwait(&signals, &sig);
-    log_info("serve", "received signal %d; shutting down", sig);
+    log_info("serve", "received signal %d; no longer accepting "
+             "connections, waiting up to %d s for running requests", sig,
+             o.shutdown_timeout);
+    http_quiesce(http);
+    if (!http_wait_idle(http, o.shutdown_timeout * 1000)) {
+        log_warn("serve", "requests still running after %d s are aborted",
+                 o.shutdown_timeout);
+        /* Aborted streams still get their error event and [DONE]. */
+        eng_sched_stop(sched);
+        http_wait_idle(http, ABORT_GRACE_MS);
+    }
     status = 0;
 
 out:
-    http_stop(http);
+    /* Abort what still runs first, so open streams end with an error
+     * event, then close the connections, then free the scheduler. */
     eng_sched_stop(sched);
+    http_stop(http);
+    eng_sched_free(sched);
     eng_tok_free(tok);
     eng_model_free(model);
     gw_auth_close(auth);

@@ -381,25 +381,46 @@ static int emit_chunk(struct api_stream *st, int index, const char *text,
     return emit_event(st, root);
 }
 
+/* How a finished job went: the status, finish reason and, for a
+ * failure, the message for the client. */
+struct outcome {
+    int status;
+    const char *finish;
+    const char *message;
+};
+
+static struct outcome job_outcome(const struct api_stream *st)
+{
+    struct outcome o = { 200, finish_reason(st->choices[0].finish), NULL };
+    for (int i = 0; i < st->n_choices; i++) {
+        enum eng_finish f = st->choices[i].finish;
+        if (f == ENG_FINISH_ERROR) {
+            o = (struct outcome){ 500, "error", "The model failed to "
+                                  "generate; see the server log." };
+            break;
+        }
+        if (f == ENG_FINISH_ABORTED || f == ENG_FINISH_CANCELLED)
+            o = (struct outcome){ 503, "aborted", "The server is shutting "
+                                  "down; retry the request." };
+    }
+    return o;
+}
+
 /* ---- streaming ---- */
 
-/* The events that end a stream: usage, then [DONE]. */
+/* The events that end a stream: usage or an error, then [DONE]. */
 static void emit_tail(struct api_stream *st)
 {
-    bool failed = false;
-    for (int i = 0; i < st->n_choices; i++)
-        failed |= st->choices[i].finish == ENG_FINISH_ERROR;
+    struct outcome o = job_outcome(st);
+    if (record_usage(st, o.status, o.finish) != 0 && o.status == 200) {
+        o.status = 500;
+        o.message = "The usage ledger could not be written.";
+    }
 
-    int status = failed ? 500 : 200;
-    const char *finish = finish_reason(st->choices[0].finish);
-    if (record_usage(st, status, failed ? "error" : finish) != 0)
-        failed = true;
-
-    if (failed) {
+    if (o.status != 200) {
         cJSON *root = cJSON_CreateObject();
         cJSON *error = cJSON_AddObjectToObject(root, "error");
-        cJSON_AddStringToObject(error, "message", "The server failed to "
-                                "complete the request; see its log.");
+        cJSON_AddStringToObject(error, "message", o.message);
         cJSON_AddStringToObject(error, "type", "server_error");
         cJSON_AddNullToObject(error, "param");
         cJSON_AddNullToObject(error, "code");
@@ -431,12 +452,13 @@ static bool poll_choice(struct api_stream *st, int i, int timeout_ms)
         emit_chunk(st, i, text, n, NULL, false, tokens, n_tokens);
         emitted = true;
     }
-    if (c->finish != ENG_FINISH_NONE && c->finish != ENG_FINISH_ERROR) {
+    if (c->finish == ENG_FINISH_STOP || c->finish == ENG_FINISH_LENGTH) {
         emit_chunk(st, i, NULL, 0, finish_reason(c->finish), false, NULL,
                    0);
         c->finish_sent = true;
         emitted = true;
-    } else if (c->finish == ENG_FINISH_ERROR) {
+    } else if (c->finish != ENG_FINISH_NONE) {
+        /* Failed or aborted: the tail carries the error event. */
         c->finish_sent = true;
     }
     return emitted;
@@ -514,8 +536,11 @@ void api_stream_close(struct api_stream *st)
     if (!st->recorded) {
         cancel_all(st);
         drain(st, CANCEL_WAIT_MS);
+        int tokens = 0;
+        for (int i = 0; i < st->n_choices; i++)
+            tokens += st->choices[i].n_completion;
         log_info("api", "request %s: client went away after %d tokens",
-                 st->id, st->choices[0].n_completion);
+                 st->id, tokens);
         record_usage(st, STATUS_CLIENT_GONE, "cancelled");
     }
     job_free(st);
@@ -562,6 +587,7 @@ static int submit_all(struct api_server *srv, struct api_stream *st,
                                               : srv->n_ctx - g->n_prompt[p];
             /* Each copy of a prompt draws differently, reproducibly. */
             params.sampling.seed = seed + (uint64_t)k;
+            params.group = st->key.tenant_id;
 
             struct choice *c = &st->choices[st->n_choices];
             c->prompt_index = p;
@@ -671,9 +697,7 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
         return;
     }
 
-    bool failed = false;
     for (int i = 0; i < st->n_choices; i++) {
-        failed |= st->choices[i].finish == ENG_FINISH_ERROR;
         /* Echoed prompt text comes first (completions only). */
         const char *echo = st->echo[st->choices[i].prompt_index];
         if (echo) {
@@ -689,14 +713,15 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
             c->cap = cap;
         }
     }
-    int status = failed ? 500 : 200;
-    rc = record_usage(st, status, failed ? "error"
-                          : finish_reason(st->choices[0].finish));
-    if (failed || rc != 0) {
+    struct outcome o = job_outcome(st);
+    rc = record_usage(st, o.status, o.finish);
+    if (o.status != 200) {
+        api_reply_error(reply, o.status, "server_error", NULL, NULL, "%s",
+                        o.message);
+    } else if (rc != 0) {
         api_reply_error(reply, 500, "server_error", NULL, NULL,
-                        failed ? "The model failed to generate; see the "
-                        "server log." : "The usage ledger could not be "
-                        "written; the request was not served.");
+                        "The usage ledger could not be written; the "
+                        "request was not served.");
     } else {
         reply->status = 200;
         reply->body = whole_response(st);

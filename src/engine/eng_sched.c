@@ -90,6 +90,7 @@ const char *eng_finish_name(enum eng_finish f)
     case ENG_FINISH_LENGTH: return "length";
     case ENG_FINISH_CANCELLED: return "cancelled";
     case ENG_FINISH_ERROR: return "error";
+    case ENG_FINISH_ABORTED: return "aborted";
     default: return "none";
     }
 }
@@ -410,7 +411,7 @@ static bool release_held(struct slot *sl)
 static void slot_end(struct eng_sched *s, struct slot *sl, enum eng_finish f)
 {
     /* Text held back for a possible stop string is real output. */
-    if (f != ENG_FINISH_CANCELLED && f != ENG_FINISH_ERROR) {
+    if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH) {
         char tail[16];
         size_t n = eng_detok_flush(&sl->detok, tail, sizeof tail);
         if (n > 0 && held_append(sl, tail, n) == 0 && release_held(sl))
@@ -487,6 +488,48 @@ static bool any_running(const struct eng_sched *s)
     return false;
 }
 
+/* Running sequences of GROUP. Caller holds s->lock. */
+static int group_load(const struct eng_sched *s, int64_t group)
+{
+    int n = 0;
+    for (int i = 0; i < s->cfg.n_slots; i++)
+        if (s->slots[i].req && s->slots[i].req->params.group == group)
+            n++;
+    return n;
+}
+
+/*
+ * Unlink and return the queued request whose group has the fewest
+ * running sequences, the oldest among equals. Caller holds s->lock.
+ */
+static struct eng_request *dequeue_fair(struct eng_sched *s)
+{
+    struct eng_request *best = NULL, *best_prev = NULL, *prev = NULL;
+    int best_load = 0;
+
+    for (struct eng_request *r = s->queue_head; r; prev = r, r = r->next) {
+        int load = group_load(s, r->params.group);
+        if (!best || load < best_load) {
+            best = r;
+            best_prev = prev;
+            best_load = load;
+            if (load == 0)
+                break;
+        }
+    }
+    if (!best)
+        return NULL;
+    if (best_prev)
+        best_prev->next = best->next;
+    else
+        s->queue_head = best->next;
+    if (s->queue_tail == best)
+        s->queue_tail = best_prev;
+    best->next = NULL;
+    s->n_queued--;
+    return best;
+}
+
 /* Move queued requests into free slots. Waits while there is no work. */
 static void admit(struct eng_sched *s)
 {
@@ -498,12 +541,7 @@ static void admit(struct eng_sched *s)
         struct slot *sl = &s->slots[i];
         if (sl->req)
             continue;
-        struct eng_request *r = s->queue_head;
-        s->n_queued--;
-        s->queue_head = r->next;
-        if (!s->queue_head)
-            s->queue_tail = NULL;
-        r->next = NULL;
+        struct eng_request *r = dequeue_fair(s);
         if (slot_begin(s, sl, r) != 0) {
             req_finish(r, ENG_FINISH_ERROR);
             eng_req_release(r);
@@ -525,7 +563,8 @@ static int build_batch(struct eng_sched *s)
         bool cancelled = sl->req->cancelled;
         pthread_mutex_unlock(&sl->req->lock);
         if (cancelled || s->stopping) {
-            slot_end(s, sl, ENG_FINISH_CANCELLED);
+            slot_end(s, sl, cancelled ? ENG_FINISH_CANCELLED
+                                      : ENG_FINISH_ABORTED);
             continue;
         }
 
@@ -644,7 +683,8 @@ int eng_sched_start(struct eng_model *model, struct eng_tokenizer *tok,
 
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
         snprintf(err, errlen, "cannot start the scheduler thread");
-        eng_sched_stop(s);
+        s->thread = 0;
+        eng_sched_free(s);
         return -EAGAIN;
     }
     *out = s;
@@ -654,7 +694,7 @@ nomem:
     snprintf(err, errlen, "out of memory for %d slots of %d positions",
              cfg->n_slots, cfg->n_ctx);
     s->thread = 0;
-    eng_sched_stop(s);
+    eng_sched_free(s);
     return -ENOMEM;
 }
 
@@ -671,13 +711,21 @@ void eng_sched_stop(struct eng_sched *s)
 
     while (r) {
         struct eng_request *next = r->next;
-        req_finish(r, ENG_FINISH_CANCELLED);
+        req_finish(r, ENG_FINISH_ABORTED);
         eng_req_release(r);
         r = next;
     }
-    if (s->thread)
+    if (s->thread) {
         pthread_join(s->thread, NULL);
+        s->thread = 0;
+    }
+}
 
+void eng_sched_free(struct eng_sched *s)
+{
+    if (!s)
+        return;
+    eng_sched_stop(s);
     for (int i = 0; s->slots && i < s->cfg.n_slots; i++) {
         eng_kv_free(s->slots[i].kv);
         free(s->slots[i].held);
@@ -704,7 +752,7 @@ int eng_sched_submit(struct eng_sched *s, struct eng_request *r)
                         s->n_queued >= s->cfg.max_queue)) {
         int rc = s->stopping ? -ESHUTDOWN : -EAGAIN;
         pthread_mutex_unlock(&s->lock);
-        req_finish(r, ENG_FINISH_CANCELLED);
+        req_finish(r, ENG_FINISH_ABORTED);
         return rc;
     }
     pthread_mutex_lock(&r->lock);

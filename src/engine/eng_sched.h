@@ -1,6 +1,8 @@
 /*
  * Scheduler: one thread owns the model and advances every running
- * request step by step. Each step gathers the running sequences (a
+ * request step by step. A free slot goes to the waiting request whose
+ * group (tenant) has the fewest running sequences, oldest first, so one
+ * tenant's burst cannot hold back the others. Each step gathers the running sequences (a
  * prefill chunk or one decode token each) into one eng_model_step call,
  * samples, detokenizes and applies stop strings, then wakes the threads
  * waiting on each request's output.
@@ -27,6 +29,7 @@ enum eng_finish {
     ENG_FINISH_LENGTH,     /* max_tokens or the context is full */
     ENG_FINISH_CANCELLED,  /* the client went away */
     ENG_FINISH_ERROR,      /* the engine failed; see the log */
+    ENG_FINISH_ABORTED,    /* the server is shutting down */
 };
 
 #define ENG_MAX_TOP_LOGPROBS 20
@@ -36,6 +39,7 @@ struct eng_gen_params {
     int max_tokens;                      /* >= 1 */
     int n_stop;
     const char *stop[ENG_MAX_STOP];      /* copied */
+    int64_t group;                       /* fairness group (the tenant) */
     bool logprobs;                       /* report each token's logprob */
     int top_logprobs;                    /* 0..ENG_MAX_TOP_LOGPROBS */
 };
@@ -67,8 +71,13 @@ struct eng_sched_config {
 int eng_sched_start(struct eng_model *model, struct eng_tokenizer *tok,
                     const struct eng_sched_config *cfg,
                     struct eng_sched **out, char *err, size_t errlen);
-/* Cancels running requests, then joins the thread. */
+/*
+ * End running and queued requests as ABORTED and join the thread. Later
+ * submissions fail with -ESHUTDOWN until eng_sched_free.
+ */
 void eng_sched_stop(struct eng_sched *s);
+/* Stop (if running) and free the scheduler. */
+void eng_sched_free(struct eng_sched *s);
 int eng_sched_n_ctx(const struct eng_sched *s);
 
 /* Create a request for PROMPT (copied). Returns NULL on failure. */

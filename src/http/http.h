@@ -6,6 +6,7 @@
 #ifndef TAPHOUSE_HTTP_H
 #define TAPHOUSE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "api/api.h"
@@ -16,6 +17,7 @@ struct http_config {
     int port;                  /* 0: any free port */
     size_t max_body;           /* bytes; larger bodies get 413 */
     unsigned max_connections;
+    unsigned idle_timeout_s;   /* close a connection idle this long */
 };
 
 struct http_server;
@@ -23,6 +25,11 @@ struct http_server;
 int http_start(const struct http_config *cfg, struct api_server *api,
                struct gw_auth *auth, struct http_server **out, char *err,
                size_t errlen);
+/* Stop accepting connections; open ones keep being served. */
+void http_quiesce(struct http_server *h);
+/* Wait up to TIMEOUT_MS until no request is in progress; returns true
+ * if none is. */
+bool http_wait_idle(struct http_server *h, int timeout_ms);
 /* The port actually bound (useful with port 0). */
 int http_port(const struct http_server *h);
 void http_stop(struct http_server *h);

@@ -9,17 +9,18 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "util/util_log.h"
 
 #define STREAM_BLOCK 16384
-#define CONNECTION_TIMEOUT_S 600
 /* Bodies up to this multiple of the limit are read and dropped. */
 #define DISCARD_FACTOR 16
 
@@ -29,6 +30,8 @@ struct http_server {
     struct gw_auth *auth;
     size_t max_body;
     int port;
+    pthread_mutex_t lock;
+    int active;                /* requests between arrival and completion */
 };
 
 /* Per-request state, kept in libmicrohttpd's con_cls. */
@@ -216,6 +219,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             return MHD_NO;
         rs->start_ms = api_now_ms();
         *con_cls = rs;
+        pthread_mutex_lock(&h->lock);
+        h->active++;
+        pthread_mutex_unlock(&h->lock);
 
         /*
          * An oversized body is read and dropped, so the client gets the
@@ -276,11 +282,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 static void on_completed(void *cls, struct MHD_Connection *conn,
                          void **con_cls, enum MHD_RequestTerminationCode tc)
 {
-    (void)cls;
+    struct http_server *h = cls;
     (void)conn;
     (void)tc;
     struct request_state *rs = *con_cls;
     if (rs) {
+        pthread_mutex_lock(&h->lock);
+        h->active--;
+        pthread_mutex_unlock(&h->lock);
         free(rs->body);
         free(rs);
         *con_cls = NULL;
@@ -306,7 +315,8 @@ int http_start(const struct http_config *cfg, struct api_server *api,
 {
     struct sockaddr_storage addr;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+                     MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                     MHD_USE_ITC;
 
     memset(&addr, 0, sizeof addr);
     struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
@@ -332,18 +342,20 @@ int http_start(const struct http_config *cfg, struct api_server *api,
     h->api = api;
     h->auth = auth;
     h->max_body = cfg->max_body;
+    pthread_mutex_init(&h->lock, NULL);
 
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, h,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
         MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, errlen, "cannot listen on %s port %d: %s", cfg->host,
                  cfg->port, errno ? strerror(errno) : "unknown error");
+        pthread_mutex_destroy(&h->lock);
         free(h);
         return -EADDRINUSE;
     }
@@ -353,6 +365,30 @@ int http_start(const struct http_config *cfg, struct api_server *api,
     h->port = info ? info->port : cfg->port;
     *out = h;
     return 0;
+}
+
+void http_quiesce(struct http_server *h)
+{
+    if (!h)
+        return;
+    MHD_socket listen_fd = MHD_quiesce_daemon(h->daemon);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd);
+}
+
+bool http_wait_idle(struct http_server *h, int timeout_ms)
+{
+    int64_t deadline = api_now_ms() + timeout_ms;
+    for (;;) {
+        pthread_mutex_lock(&h->lock);
+        int active = h->active;
+        pthread_mutex_unlock(&h->lock);
+        if (active == 0)
+            return true;
+        if (api_now_ms() >= deadline)
+            return false;
+        usleep(10000);
+    }
 }
 
 int http_port(const struct http_server *h)
@@ -365,5 +401,6 @@ void http_stop(struct http_server *h)
     if (!h)
         return;
     MHD_stop_daemon(h->daemon);
+    pthread_mutex_destroy(&h->lock);
     free(h);
 }

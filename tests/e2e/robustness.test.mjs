@@ -3,6 +3,7 @@
 // end the process with a clear message and a non-zero status.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -229,4 +230,66 @@ test('full queue answers 503 overloaded', async () => {
   } finally {
     assert.equal(await small.stop(), 0);
   }
+});
+
+// Read a whole streamed completion over raw HTTP; resolves to its body.
+function streamRaw(port, k, payload) {
+  const body = JSON.stringify(payload);
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port, path: '/v1/completions', method: 'POST',
+      headers: {
+        Authorization: `Bearer ${k}`, 'Content-Type': 'application/json',
+        'Content-Length': Buffer.byteLength(body),
+      },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve(text));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('shutdown lets running requests finish', async () => {
+  const s = await startServer(['--shutdown-timeout', '30']);
+  const k = createKey(s.db, 'drain');
+  const pending = streamRaw(s.port, k, {
+    model: MODEL_ID, prompt: 'Once upon a time', max_tokens: 300,
+    temperature: 0, stream: true, logit_bias: { 2: -100 },
+  });
+  await new Promise((r) => setTimeout(r, 30));
+  s.child.kill('SIGTERM');
+  const text = await pending;
+  assert.match(text, /"finish_reason":"length"/);
+  assert.ok(text.endsWith('data: [DONE]\n\n'));
+  const rows = sql(s.db, 'SELECT http_status, completion_tokens FROM usage');
+  assert.deepEqual(rows, [{ http_status: 200, completion_tokens: 300 }]);
+  assert.equal(await s.stop(), 0);
+});
+
+test('shutdown timeout aborts streams with an error event', async () => {
+  const s = await startServer(['--shutdown-timeout', '0', '--threads', '1']);
+  const k = createKey(s.db, 'abort');
+  // Enough sequences that generation outlasts the signal.
+  const pending = streamRaw(s.port, k, {
+    model: MODEL_ID, prompt: ['Once upon a time', 'The dog'], n: 8,
+    max_tokens: 500, temperature: 0, stream: true, logit_bias: { 2: -100 },
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  s.child.kill('SIGTERM');
+  const text = await pending;
+  assert.match(text, /"type":"server_error"/);
+  assert.match(text, /shutting down/);
+  assert.ok(text.endsWith('data: [DONE]\n\n'), text.slice(-200));
+  const rows = sql(s.db, 'SELECT http_status, finish_reason, '
+    + 'completion_tokens FROM usage');
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0].http_status, 503);
+  assert.equal(rows[0].finish_reason, 'aborted');
+  assert.ok(rows[0].completion_tokens > 0);
+  assert.ok(rows[0].completion_tokens < 16 * 500);
+  assert.equal(await s.stop(), 0);
 });

@@ -60,7 +60,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    eng_sched_stop(f->sched);
+    eng_sched_free(f->sched);
     eng_tok_free(f->tok);
     eng_model_free(f->model);
     return 0;
