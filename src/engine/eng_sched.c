@@ -17,6 +17,8 @@
 
 /* Bytes of one token's text: pieces are short, but be generous. */
 #define PIECE_MAX 512
+/* Groups whose last admission is remembered; older ones count as never. */
+#define RECENT_GROUPS 64
 
 struct eng_request {
     pthread_mutex_t lock;
@@ -75,6 +77,10 @@ struct eng_sched {
     bool stopping;
     struct eng_request *queue_head, *queue_tail;
     int n_queued;
+
+    /* When each recent group was last admitted, for tie-breaks. */
+    struct { int64_t group; uint64_t seq; } recent[RECENT_GROUPS];
+    uint64_t admit_seq;
 
     struct slot *slots;
     struct eng_seq_batch *batch;
@@ -498,23 +504,50 @@ static int group_load(const struct eng_sched *s, int64_t group)
     return n;
 }
 
+/* Admission number of GROUP's last admission, 0 if not recent. */
+static uint64_t group_last_admit(const struct eng_sched *s, int64_t group)
+{
+    for (int i = 0; i < RECENT_GROUPS; i++)
+        if (s->recent[i].seq && s->recent[i].group == group)
+            return s->recent[i].seq;
+    return 0;
+}
+
+static void group_note_admit(struct eng_sched *s, int64_t group)
+{
+    int slot = 0;
+    for (int i = 0; i < RECENT_GROUPS; i++) {
+        if (s->recent[i].seq && s->recent[i].group == group) {
+            slot = i;
+            break;
+        }
+        if (s->recent[i].seq < s->recent[slot].seq)
+            slot = i;   /* the oldest entry is replaced */
+    }
+    s->recent[slot].group = group;
+    s->recent[slot].seq = ++s->admit_seq;
+}
+
 /*
  * Unlink and return the queued request whose group has the fewest
- * running sequences, the oldest among equals. Caller holds s->lock.
+ * running sequences; among equals, the group admitted least recently,
+ * then the oldest request. Caller holds s->lock.
  */
 static struct eng_request *dequeue_fair(struct eng_sched *s)
 {
     struct eng_request *best = NULL, *best_prev = NULL, *prev = NULL;
     int best_load = 0;
+    uint64_t best_last = 0;
 
     for (struct eng_request *r = s->queue_head; r; prev = r, r = r->next) {
         int load = group_load(s, r->params.group);
-        if (!best || load < best_load) {
+        uint64_t last = group_last_admit(s, r->params.group);
+        if (!best || load < best_load ||
+            (load == best_load && last < best_last)) {
             best = r;
             best_prev = prev;
             best_load = load;
-            if (load == 0)
-                break;
+            best_last = last;
         }
     }
     if (!best)
@@ -527,6 +560,7 @@ static struct eng_request *dequeue_fair(struct eng_sched *s)
         s->queue_tail = best_prev;
     best->next = NULL;
     s->n_queued--;
+    group_note_admit(s, best->params.group);
     return best;
 }
 

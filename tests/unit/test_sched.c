@@ -4,7 +4,9 @@
  * do not disturb each other, stop strings that span tokens are cut, and
  * a cancelled request ends promptly.
  */
+#include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -195,6 +197,104 @@ static void context_limit_ends_with_length(void **state)
     eng_req_release(r);
 }
 
+static struct eng_request *submit_group(struct fixture *f,
+                                        struct eng_sched *sched,
+                                        int64_t group, int max_tokens)
+{
+    static const struct eng_logit_bias no_eos = { 2, -100.0f };
+    int32_t prompt[] = { 1, 403, 407, 261, 378 };
+    struct eng_gen_params p = { 0 };
+
+    (void)f;
+    p.max_tokens = max_tokens;
+    p.sampling.top_p = 1;
+    p.sampling.bias = &no_eos;
+    p.sampling.n_bias = 1;
+    p.group = group;
+    struct eng_request *r = eng_req_new(prompt, 5, &p);
+    assert_non_null(r);
+    assert_int_equal(eng_sched_submit(sched, r), 0);
+    return r;
+}
+
+static void groups_take_turns(void **state)
+{
+    struct fixture *f = *state;
+    struct eng_sched_config cfg = { .n_slots = 1, .n_ctx = 128,
+                                    .prefill_chunk = 64 };
+    struct eng_sched *sched;
+    char err[128];
+    assert_int_equal(eng_sched_start(f->model, f->tok, &cfg, &sched, err,
+                                     sizeof err), 0);
+
+    /* Group 1 queues three requests before group 2 queues one. */
+    struct eng_request *r[4];
+    r[0] = submit_group(f, sched, 1, 60);
+    r[1] = submit_group(f, sched, 1, 60);
+    r[2] = submit_group(f, sched, 1, 60);
+    r[3] = submit_group(f, sched, 2, 60);
+
+    int order[4], n_done = 0;
+    bool done[4] = { false };
+    for (int round = 0; round < 4000 && n_done < 4; round++) {
+        for (int i = 0; i < 4; i++) {
+            struct eng_req_update u;
+            if (done[i])
+                continue;
+            eng_req_take(r[i], 1, &u);
+            if (u.finish != ENG_FINISH_NONE) {
+                assert_int_equal(u.finish, ENG_FINISH_LENGTH);
+                done[i] = true;
+                order[n_done++] = i;
+            }
+        }
+    }
+    assert_int_equal(n_done, 4);
+    /* Group 2 goes right after the request that was running. */
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[1], 3);
+    assert_int_equal(order[2], 1);
+    assert_int_equal(order[3], 2);
+    for (int i = 0; i < 4; i++)
+        eng_req_release(r[i]);
+    eng_sched_free(sched);
+}
+
+static void full_queue_rejects(void **state)
+{
+    struct fixture *f = *state;
+    struct eng_sched_config cfg = { .n_slots = 1, .n_ctx = 128,
+                                    .prefill_chunk = 64, .max_queue = 1 };
+    struct eng_sched *sched;
+    char err[128];
+    assert_int_equal(eng_sched_start(f->model, f->tok, &cfg, &sched, err,
+                                     sizeof err), 0);
+
+    int32_t prompt[] = { 1, 403 };
+    struct eng_gen_params p = { .max_tokens = 100 };
+    p.sampling.top_p = 1;
+    int accepted = 0, rejected = 0;
+    struct eng_request *r[5];
+    for (int i = 0; i < 5; i++) {
+        r[i] = eng_req_new(prompt, 2, &p);
+        int rc = eng_sched_submit(sched, r[i]);
+        if (rc == 0)
+            accepted++;
+        else if (rc == -EAGAIN)
+            rejected++;
+    }
+    /* At most one running and one waiting. */
+    assert_true(accepted >= 1);
+    assert_true(accepted <= 2);
+    assert_int_equal(accepted + rejected, 5);
+
+    eng_sched_stop(sched);
+    assert_int_equal(eng_sched_submit(sched, r[0]), -ESHUTDOWN);
+    for (int i = 0; i < 5; i++)
+        eng_req_release(r[i]);
+    eng_sched_free(sched);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +303,8 @@ int main(void)
         cmocka_unit_test(stop_string_is_cut),
         cmocka_unit_test(cancel_ends_request),
         cmocka_unit_test(context_limit_ends_with_length),
+        cmocka_unit_test(groups_take_turns),
+        cmocka_unit_test(full_queue_rejects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
