@@ -169,11 +169,11 @@ done
 
 mkdir -p "$MODELS"
 {
-    echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
-    echo "Threads: $THREADS, repetitions: $REPS, rounds: $ROUNDS." \
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
+    echo "- Threads: $THREADS, repetitions: $REPS, rounds: $ROUNDS." \
          "Each cell is the best of the rounds' medians."
-    echo "Load average (1 min): $load_before before," \
+    echo "- Load average (1 min): $load_before before," \
          "$(cut -d' ' -f1 /proc/loadavg) after"
     echo
     cat "$TMP/table"

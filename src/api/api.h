@@ -42,6 +42,7 @@ struct api_reply {
     int status;
     char *body;                 /* malloc'd JSON, when not streaming */
     struct api_stream *stream;  /* text/event-stream, when set */
+    char request_id[48];        /* sent as X-Request-Id; also the ledger's */
 };
 
 /* One authenticated call to a metered endpoint. */

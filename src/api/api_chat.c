@@ -109,9 +109,18 @@ static char *render_messages(struct api_server *srv, const cJSON *root,
             invalid_messages(reply, message);
             goto out;
         }
-        texts[i] = message_text(cJSON_GetObjectItemCaseSensitive(item,
-                                                                 "content"),
-                                i, reply);
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(item,
+                                                                "content");
+        /* Only an assistant turn (one that called tools) may omit it. */
+        if ((!content || cJSON_IsNull(content)) &&
+            strcmp(role->valuestring, "assistant") != 0) {
+            snprintf(message, sizeof message, "messages[%d].content is "
+                     "missing; a %s message needs content.", i,
+                     role->valuestring);
+            invalid_messages(reply, message);
+            goto out;
+        }
+        texts[i] = message_text(content, i, reply);
         if (!texts[i])
             goto out;
         msgs[i].role = role->valuestring;
@@ -160,12 +169,17 @@ static int parse_logprobs(const cJSON *root, struct api_gen *g,
 /* Reject fields whose meaning this server cannot honour. */
 static int reject_unsupported(const cJSON *root, struct api_reply *reply)
 {
-    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    if (tools && !cJSON_IsNull(tools) &&
-        !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0)) {
-        api_reply_error(reply, 400, "invalid_request_error", "tools", NULL,
-                        "Tool calling is not supported by this server.");
-        return -1;
+    static const char *const tool_fields[] = { "tools", "functions" };
+    for (int i = 0; i < 2; i++) {
+        const cJSON *tools = cJSON_GetObjectItemCaseSensitive(
+            root, tool_fields[i]);
+        if (tools && !cJSON_IsNull(tools) &&
+            !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0)) {
+            api_reply_error(reply, 400, "invalid_request_error",
+                            tool_fields[i], NULL, "Tool and function "
+                            "calling are not supported by this server.");
+            return -1;
+        }
     }
     const cJSON *format = cJSON_GetObjectItemCaseSensitive(root,
                                                            "response_format");
@@ -227,5 +241,5 @@ fail:
     api_gen_free(g);
     cJSON_Delete(root);
     free(g);
-    api_record_failure(srv, call, ENDPOINT, reply->status);
+    api_record_failure(srv, call, ENDPOINT, reply);
 }

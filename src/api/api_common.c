@@ -66,21 +66,21 @@ int api_get_number(const cJSON *root, const char *name,
     if (!item || cJSON_IsNull(item))
         return 1;
     if (!cJSON_IsNumber(item)) {
-        snprintf(message, sizeof message, "'%s' must be a number", name);
+        snprintf(message, sizeof message, "'%s' must be a number.", name);
         invalid(reply, name, message);
         return -1;
     }
     double v = item->valuedouble;
     if (!isfinite(v) || (range.integer && v != floor(v))) {
-        snprintf(message, sizeof message, "'%s' must be %s", name,
+        snprintf(message, sizeof message, "'%s' must be %s.", name,
                  range.integer ? "an integer" : "a finite number");
         invalid(reply, name, message);
         return -1;
     }
     if (v < range.min || v > range.max) {
         snprintf(message, sizeof message,
-                 "'%s' is %g, but must be between %g and %g", name, v,
-                 range.min, range.max);
+                 "'%s' is %.17g, but must be between %.17g and %.17g.",
+                 name, v, range.min, range.max);
         invalid(reply, name, message);
         return -1;
     }
@@ -97,12 +97,36 @@ int api_get_bool(const cJSON *root, const char *name, bool *out,
     if (!item || cJSON_IsNull(item))
         return 1;
     if (!cJSON_IsBool(item)) {
-        snprintf(message, sizeof message, "'%s' must be a boolean", name);
+        snprintf(message, sizeof message, "'%s' must be a boolean.", name);
         invalid(reply, name, message);
         return -1;
     }
     *out = cJSON_IsTrue(item);
     return 0;
+}
+
+/*
+ * True when a JSON string in TEXT contains the escape \u0000. cJSON
+ * stores strings NUL-terminated, so such a string would be cut short.
+ */
+static bool has_escaped_nul(const char *text, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        if (!in_string) {
+            in_string = text[i] == '"';
+            continue;
+        }
+        if (text[i] == '"') {
+            in_string = false;
+        } else if (text[i] == '\\' && i + 1 < len) {
+            if (text[i + 1] == 'u' && i + 5 < len &&
+                memcmp(text + i + 2, "0000", 4) == 0)
+                return true;
+            i++;    /* skip the escaped character */
+        }
+    }
+    return false;
 }
 
 cJSON *api_parse_body(const struct api_call *call, struct api_reply *reply)
@@ -120,6 +144,12 @@ cJSON *api_parse_body(const struct api_call *call, struct api_reply *reply)
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         invalid(reply, NULL, "The request body must be a JSON object.");
+        return NULL;
+    }
+    if (has_escaped_nul(call->body, call->body_len)) {
+        cJSON_Delete(root);
+        invalid(reply, NULL, "Strings in the request must not contain the "
+                "NUL character (\\u0000).");
         return NULL;
     }
     return root;
@@ -270,7 +300,8 @@ static int parse_sampling(struct api_server *srv, const cJSON *root,
     /* Without a seed, every request draws its own. */
     randombytes_buf(&sp->seed, sizeof sp->seed);
     if ((rc = api_get_number(root, "seed",
-                             (struct api_range){ -9.2e18, 9.2e18, true },
+                             (struct api_range){ -9007199254740992.0,
+                                                 9007199254740992.0, true },
                              &v, reply)) < 0)
         return -1;
     if (rc == 0)

@@ -222,5 +222,5 @@ fail:
     api_gen_free(g);
     cJSON_Delete(root);
     free(g);
-    api_record_failure(srv, call, ENDPOINT, reply->status);
+    api_record_failure(srv, call, ENDPOINT, reply);
 }

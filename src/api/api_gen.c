@@ -109,12 +109,15 @@ static int record_usage(struct api_stream *st, int status,
 }
 
 void api_record_failure(struct api_server *srv, const struct api_call *call,
-                        const char *endpoint, int status)
+                        const char *endpoint, struct api_reply *reply)
 {
     struct store_usage u;
+    int status = reply->status;
     memset(&u, 0, sizeof u);
     u.ts_ms = call->start_ms;
     make_id(u.request_id, sizeof u.request_id, "req");
+    snprintf(reply->request_id, sizeof reply->request_id, "%s",
+             u.request_id);
     snprintf(u.key_id, sizeof u.key_id, "%s", call->key->key_id);
     u.tenant_id = call->key->tenant_id;
     snprintf(u.model, sizeof u.model, "%s", srv->model_id);
@@ -652,6 +655,7 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
     st->logprobs = g->params.logprobs;
     st->top_logprobs = g->params.top_logprobs;
     make_id(st->id, sizeof st->id, g->chat ? "chatcmpl" : "cmpl");
+    snprintf(reply->request_id, sizeof reply->request_id, "%s", st->id);
     st->created = call->start_ms / 1000;
     st->key = *call->key;
     st->start_ms = call->start_ms;
@@ -733,5 +737,5 @@ fail:
     api_gen_free(g);
     if (reply->status >= 400)
         api_record_failure(srv, call, g->chat ? "/v1/chat/completions"
-                           : "/v1/completions", reply->status);
+                           : "/v1/completions", reply);
 }

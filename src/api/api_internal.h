@@ -66,9 +66,10 @@ int api_parse_common(struct api_server *srv, const cJSON *root,
 void api_gen_run(struct api_server *srv, const struct api_call *call,
                  struct api_gen *g, struct api_reply *reply);
 
-/* Record a usage row for a request that failed before generation. */
+/* Record a usage row for a request that failed before generation; its
+ * id goes into reply->request_id. */
 void api_record_failure(struct api_server *srv, const struct api_call *call,
-                        const char *endpoint, int status);
+                        const char *endpoint, struct api_reply *reply);
 
 void api_gen_free(struct api_gen *g);
 

@@ -45,7 +45,7 @@ struct request_state {
 /* ---- replies ---- */
 
 static enum MHD_Result queue_json(struct MHD_Connection *conn, int status,
-                                  char *body)
+                                  char *body, const char *request_id)
 {
     const char *text = body ? body : "{}";
     struct MHD_Response *resp = MHD_create_response_from_buffer(
@@ -54,6 +54,8 @@ static enum MHD_Result queue_json(struct MHD_Connection *conn, int status,
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", "application/json");
+    if (request_id && request_id[0])
+        MHD_add_response_header(resp, "X-Request-Id", request_id);
     enum MHD_Result rc = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -65,7 +67,7 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn, int status,
 {
     struct api_reply reply = { 0 };
     api_reply_error(&reply, status, type, NULL, code, "%s", message);
-    return queue_json(conn, reply.status, reply.body);
+    return queue_json(conn, reply.status, reply.body, NULL);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -85,7 +87,7 @@ static enum MHD_Result queue_reply(struct MHD_Connection *conn,
 {
     if (!reply->stream)
         return queue_json(conn, reply->status ? reply->status : 500,
-                          reply->body);
+                          reply->body, reply->request_id);
 
     struct MHD_Response *resp = MHD_create_response_from_callback(
         MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_reader, reply->stream,
@@ -96,6 +98,7 @@ static enum MHD_Result queue_reply(struct MHD_Connection *conn,
     }
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Request-Id", reply->request_id);
     enum MHD_Result rc = MHD_queue_response(conn, 200, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -142,14 +145,14 @@ static enum MHD_Result route(struct http_server *h,
                              struct MHD_Connection *conn, const char *url,
                              const char *method, struct request_state *rs)
 {
-    bool get = strcmp(method, "GET") == 0;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
     char message[300];
 
     if (strcmp(url, "/health") == 0) {
         if (!get)
             goto not_allowed;
-        return queue_json(conn, 200, strdup("{\"status\":\"ok\"}"));
+        return queue_json(conn, 200, strdup("{\"status\":\"ok\"}"), NULL);
     }
     if (strncmp(url, "/v1/", 4) != 0)
         goto not_found;

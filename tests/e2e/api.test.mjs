@@ -65,6 +65,7 @@ test('greedy completion matches llama.cpp', async () => {
   assert.equal(res.usage.total_tokens,
     c.prompt_ids.length + expectedIds.length);
 
+  assert.equal(res._request_id, res.id, 'X-Request-Id names the response');
   const row = usageRow(res.id);
   assert.equal(row.prompt_tokens, res.usage.prompt_tokens);
   assert.equal(row.completion_tokens, res.usage.completion_tokens);

@@ -68,6 +68,8 @@ test('malformed bodies get 400 with an error object', async () => {
     `{"model": "${MODEL_ID}", "prompt": "a", "logit_bias": {"x": 1}}`,
     `{"model": "${MODEL_ID}", "prompt": "a", "logit_bias": [1]}`,
     `{"model": "${MODEL_ID}", "prompt": "a", "n": 100}`,
+    `{"model": "${MODEL_ID}", "prompt": "a\\u0000 the cat"}`,
+    `{"model": "${MODEL_ID}", "prompt": "a", "stop": ["x", "\\u0000abc"]}`,
     '['.repeat(30000) + ']'.repeat(30000),
   ];
   for (const body of bodies) {
@@ -86,6 +88,9 @@ test('malformed bodies get 400 with an error object', async () => {
     `{"model": "${MODEL_ID}", "messages": [{"role": "user", "content": 5}]}`,
     `{"model": "${MODEL_ID}", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}`,
     `{"model": "${MODEL_ID}", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}`,
+    `{"model": "${MODEL_ID}", "messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]}`,
+    `{"model": "${MODEL_ID}", "messages": [{"role": "user"}]}`,
+    `{"model": "${MODEL_ID}", "messages": [{"role": "user", "content": null}]}`,
   ];
   for (const body of chatBodies) {
     const r = await post('/chat/completions', body);
