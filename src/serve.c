@@ -209,6 +209,17 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
         fprintf(stderr, "taphouse serve: missing --model PATH\n");
         return -1;
     }
+    if (o->model_name && !o->model_name[0]) {
+        fprintf(stderr, "taphouse serve: --model-name must not be empty\n");
+        return -1;
+    }
+    if (o->chat_template &&
+        eng_chat_from_name(o->chat_template) == ENG_CHAT_UNKNOWN) {
+        fprintf(stderr, "taphouse serve: unknown --chat-template '%s'; "
+                "see 'taphouse serve --help' for the names\n",
+                o->chat_template);
+        return -1;
+    }
     return 0;
 }
 
@@ -231,14 +242,8 @@ static void model_id_of(const struct serve_options *o, char *buf,
 static enum eng_chat_family pick_chat_family(const struct serve_options *o,
                                              const struct gguf_file *f)
 {
-    if (o->chat_template) {
-        enum eng_chat_family fam = eng_chat_from_name(o->chat_template);
-        if (fam != ENG_CHAT_UNKNOWN)
-            return fam;
-        log_warn("serve", "unknown --chat-template '%s'; using 'plain'",
-                 o->chat_template);
-        return ENG_CHAT_PLAIN;
-    }
+    if (o->chat_template)
+        return eng_chat_from_name(o->chat_template);
     char *tmpl = gguf_get_str_dup(f, "tokenizer.chat_template");
     enum eng_chat_family fam = tmpl ? eng_chat_detect(tmpl)
                                     : ENG_CHAT_UNKNOWN;
@@ -310,6 +315,10 @@ int serve_main(int argc, char **argv)
     if (n_ctx == 0)
         n_ctx = info->n_ctx_train < DEFAULT_CTX_CAP ? info->n_ctx_train
                                                     : DEFAULT_CTX_CAP;
+    if (n_ctx > info->n_ctx_train)
+        log_warn("serve", "--ctx-size %d is larger than the %d tokens the "
+                 "model was trained on; output past that may degrade",
+                 n_ctx, info->n_ctx_train);
     struct eng_sched_config cfg = {
         .n_slots = o.parallel,
         .n_ctx = n_ctx,

@@ -13,6 +13,11 @@ MODEL=models/stories260K-f32.gguf
 make deps
 make -j"$(nproc)"
 
+if curl -s -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null; then
+    echo "port $PORT is already in use; run again with PORT=another" >&2
+    exit 1
+fi
+
 mkdir -p "$DATA"
 KEY=$(./build/taphouse keys create --db "$DB" --tenant demo \
       --name quickstart | tail -n 1)
@@ -22,7 +27,8 @@ SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' INT TERM
 
 i=0
-until curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; do
+until curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 &&
+        kill -0 "$SERVER" 2>/dev/null; do
     i=$((i + 1))
     if [ "$i" -gt 300 ] || ! kill -0 "$SERVER" 2>/dev/null; then
         echo "the server did not start; see the messages above" >&2

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -166,12 +167,20 @@ static int parse_opts(const char *cmd, int argc, char **argv,
     return 0;
 }
 
-/* Open the store named by O, printing any error. */
+/*
+ * Open the store named by O, printing any error. Only `create` may make
+ * a new database; listing or revoking in a mistyped path is an error.
+ */
 static struct store *open_store(const char *cmd, const struct keys_opts *o)
 {
     struct store *s;
     char err[512];
 
+    if (strcmp(cmd, "create") != 0 && access(o->db, F_OK) != 0) {
+        fprintf(stderr, "taphouse keys %s: database %s not found; check "
+                "--db\n", cmd, o->db);
+        return NULL;
+    }
     if (store_open(o->db, &s, err, sizeof err) != 0) {
         fprintf(stderr, "taphouse keys %s: %s\n", cmd, err);
         return NULL;
