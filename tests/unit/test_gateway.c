@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "gateway/gw_auth.h"
@@ -338,6 +339,70 @@ static void test_ledger_rows_after_stop(void **state)
     sqlite3_finalize(st);
 }
 
+static int count_usage(struct store *s, const char *request_id)
+{
+    sqlite3_stmt *st;
+    int n;
+
+    assert_int_equal(sqlite3_prepare_v2(store_db(s),
+        "SELECT count(*) FROM usage WHERE request_id = ?", -1, &st, NULL),
+        SQLITE_OK);
+    sqlite3_bind_text(st, 1, request_id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+/*
+ * A row that cannot be committed because another process holds the
+ * database goes to the spill file, counts as recorded, and reaches the
+ * ledger exactly once after the lock is released.
+ */
+static void test_ledger_spills_when_locked(void **state)
+{
+    struct fixture *f = *state;
+    struct gw_ledger *l;
+    struct store_usage a = { .ts_ms = 1, .tenant_id = 1,
+                             .prompt_tokens = 7, .completion_tokens = 3,
+                             .http_status = 200 };
+    struct store_usage b = a;
+    char err[256], spill[160];
+    struct stat sb;
+
+    snprintf(a.request_id, sizeof a.request_id, "req-spilled");
+    snprintf(b.request_id, sizeof b.request_id, "req-after");
+    snprintf(spill, sizeof spill, "%s.spill", f->path);
+    assert_int_equal(gw_ledger_start(f->path, &l, err, sizeof err), 0);
+
+    assert_int_equal(sqlite3_exec(store_db(f->s), "BEGIN EXCLUSIVE", NULL,
+                                  NULL, NULL), SQLITE_OK);
+    assert_int_equal(gw_ledger_record(l, &a), 0);
+    assert_int_equal(stat(spill, &sb), 0);
+    assert_true(sb.st_size > 0);
+    assert_int_equal(sqlite3_exec(store_db(f->s), "COMMIT", NULL, NULL,
+                                  NULL), SQLITE_OK);
+
+    assert_int_equal(gw_ledger_record(l, &b), 0);
+    assert_int_equal(count_usage(f->s, "req-spilled"), 1);
+    assert_int_equal(count_usage(f->s, "req-after"), 1);
+    assert_int_not_equal(stat(spill, &sb), 0);
+    gw_ledger_stop(l);
+
+    /* A leftover spill file whose rows are already in the ledger (a crash
+     * after import) adds nothing when the next writer starts. */
+    FILE *out = fopen(spill, "w");
+    assert_non_null(out);
+    fprintf(out, "{\"request_id\":\"req-spilled\",\"prompt_tokens\":7}\n"
+            "not json\n{\"request_id\":\"req-new\",\"prompt_tokens\":2}\n");
+    fclose(out);
+    assert_int_equal(gw_ledger_start(f->path, &l, err, sizeof err), 0);
+    gw_ledger_stop(l);
+    assert_int_equal(count_usage(f->s, "req-spilled"), 1);
+    assert_int_equal(count_usage(f->s, "req-new"), 1);
+    assert_int_not_equal(stat(spill, &sb), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +412,7 @@ int main(void)
         T(test_auth_cache_skips_sqlite),
         T(test_ledger_many_threads),
         T(test_ledger_rows_after_stop),
+        T(test_ledger_spills_when_locked),
 #undef T
     };
 
