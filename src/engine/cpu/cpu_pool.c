@@ -9,6 +9,7 @@
 #include "engine/cpu/cpu_pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -147,8 +148,20 @@ void cpu_pool_run(struct cpu_pool *pool, cpu_pool_fn fn, void *arg)
     pthread_mutex_unlock(&pool->lock);
 
     fn(arg, 0, pool->n_threads);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0)
-        cpu_relax();
+
+    /*
+     * Spin while the workers are likely still running, then yield: on a
+     * machine with more runnable threads than cores, a worker may be
+     * waiting for the very core this loop would otherwise burn.
+     */
+    for (int i = 0;
+         atomic_load_explicit(&pool->pending, memory_order_acquire) > 0;
+         i++) {
+        if (i < POOL_SPIN_LIMIT)
+            cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 void cpu_pool_range(int64_t n, int ith, int nth, int64_t *begin,
