@@ -10,7 +10,7 @@ DATA=${TAPHOUSE_DATA_DIR:-$(pwd)/data}
 DB="$DATA/taphouse.db"
 MODEL=models/stories260K-f32.gguf
 
-make deps
+sh tools/install_deps.sh
 make -j"$(nproc)"
 
 if curl -s -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null; then
