@@ -28,7 +28,9 @@ export function createKey(db, tenant, label) {
 
 // Run SQL against the database with the sqlite3 shell; returns rows.
 export function sql(db, query) {
-  const out = execFileSync('sqlite3', ['-json', db, query], {
+  // The server may hold a lock for a moment (a commit, a checkpoint).
+  const out = execFileSync('sqlite3', ['-cmd', '.timeout 5000', '-json',
+    db, query], {
     encoding: 'utf8',
     timeout: 10000,
   });

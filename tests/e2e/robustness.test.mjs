@@ -270,9 +270,13 @@ test('shutdown lets running requests finish', async () => {
   const text = await pending;
   assert.match(text, /"finish_reason":"length"/);
   assert.ok(text.endsWith('data: [DONE]\n\n'));
+  if (s.child.exitCode === null) {
+    await new Promise((r) => s.child.once('exit', r));
+  }
+  assert.equal(s.child.exitCode, 0);
   const rows = sql(s.db, 'SELECT http_status, completion_tokens FROM usage');
   assert.deepEqual(rows, [{ http_status: 200, completion_tokens: 300 }]);
-  assert.equal(await s.stop(), 0);
+  await s.stop();
 });
 
 test('shutdown timeout aborts streams with an error event', async () => {
