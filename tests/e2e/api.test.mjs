@@ -256,6 +256,45 @@ test('chat logprobs streamed equal whole', async () => {
   }), (e) => e.status === 400 && e.param === 'top_logprobs');
 });
 
+test('n choices stream interleaved and match', async () => {
+  const body = {
+    model: MODEL_ID, prompt: 'The dog', max_tokens: 12, temperature: 0.8,
+    seed: 99, n: 3,
+  };
+  const whole = await client.completions.create(body);
+  assert.equal(whole.choices.length, 3);
+  const stream = await client.completions.create({ ...body, stream: true });
+  const texts = ['', '', ''];
+  const finishes = [null, null, null];
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) {
+      texts[c.index] += c.text;
+      if (c.finish_reason) finishes[c.index] = c.finish_reason;
+    }
+  }
+  for (let i = 0; i < 3; i++) {
+    assert.equal(texts[i], whole.choices[i].text, `choice ${i}`);
+    assert.equal(finishes[i], whole.choices[i].finish_reason);
+  }
+  // Different seeds per choice: not all three are the same text.
+  assert.ok(new Set(texts).size > 1, JSON.stringify(texts));
+});
+
+test('echo returns the prompt before the completion', async () => {
+  const res = await client.completions.create({
+    model: MODEL_ID, prompt: 'Once upon a time', max_tokens: 4,
+    temperature: 0, echo: true,
+  });
+  assert.ok(res.choices[0].text.startsWith('Once upon a time, there'),
+    res.choices[0].text);
+  const ids = await client.completions.create({
+    model: MODEL_ID, prompt: [403, 407], max_tokens: 1, temperature: 0,
+    echo: true,
+  });
+  assert.ok(ids.choices[0].text.startsWith(' Once upon'),
+    JSON.stringify(ids.choices[0].text));
+});
+
 test('wrong key raises AuthenticationError', async () => {
   const bad = new OpenAI({
     apiKey: key.slice(0, -4) + 'AAAA', baseURL: server.baseURL, maxRetries: 0,
