@@ -60,6 +60,16 @@ struct eng_backend_ops {
     /* dst (x.ne1, w.ne1) = x (x.ne1, w.ne0) times the transpose of W. */
     int (*matmul)(struct eng_backend *be, const struct eng_tensor *dst,
                   const struct eng_tensor *w, const struct eng_tensor *x);
+    /*
+     * dst[i] = matmul of W[i] and X, for i < N, with the results that N
+     * matmul calls give. Lets the backend convert X once and run the
+     * products together (the Q, K and V projections share X). Optional:
+     * NULL means the caller makes N matmul calls.
+     */
+    int (*matmul_multi)(struct eng_backend *be, int n,
+                        const struct eng_tensor *const *dst,
+                        const struct eng_tensor *const *w,
+                        const struct eng_tensor *x);
     /* dst = x / sqrt(mean(x^2) + eps) * w, row by row; W is (1, ne0). */
     int (*rmsnorm)(struct eng_backend *be, const struct eng_tensor *dst,
                    const struct eng_tensor *x, const struct eng_tensor *w,

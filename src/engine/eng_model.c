@@ -485,6 +485,22 @@ static int validate(struct eng_model *m, const struct eng_seq_batch *seqs,
             return -1;                                                    \
     } while (0)
 
+/* DST[i] = matmul of W[i] and X for i < N, in one backend call when
+ * the backend has matmul_multi. */
+static int matmul_group(struct eng_model *m, int n,
+                        const struct eng_tensor *const *dst,
+                        const struct eng_tensor *const *w,
+                        const struct eng_tensor *x)
+{
+    const struct eng_backend_ops *op = m->be->ops;
+
+    if (op->matmul_multi)
+        return op->matmul_multi(m->be, n, dst, w, x);
+    for (int i = 0; i < n; i++)
+        CHECK(op->matmul(m->be, dst[i], w[i], x));
+    return 0;
+}
+
 /* Attention block of layer IL for all sequences; reads s.xb (N, n_embd)
  * and leaves the block's output in s.xb. */
 static int attention_block(struct eng_model *m, int il,
@@ -503,9 +519,9 @@ static int attention_block(struct eng_model *m, int il,
     struct eng_tensor xb = eng_tensor_rows(&s->xb, 0, n);
 
     /* Projections: (N, n_embd) -> q (N, n_embd), k and v (N, kv_dim). */
-    CHECK(op->matmul(be, &q, &l->wq, &xb));
-    CHECK(op->matmul(be, &k, &l->wk, &xb));
-    CHECK(op->matmul(be, &v, &l->wv, &xb));
+    const struct eng_tensor *qkv[3] = { &q, &k, &v };
+    const struct eng_tensor *wqkv[3] = { &l->wq, &l->wk, &l->wv };
+    CHECK(matmul_group(m, 3, qkv, wqkv, &xb));
     CHECK(op->rope(be, &q, s->pos, in->n_head, m->head_dim, in->n_rot,
                    in->rope_freq_base));
     CHECK(op->rope(be, &k, s->pos, in->n_head_kv, m->head_dim, in->n_rot,
@@ -558,8 +574,9 @@ static int layer_forward(struct eng_model *m, int il,
     /* SwiGLU feed-forward with residual: (N, n_embd) -> (N, n_ff) ->
      * (N, n_embd). */
     CHECK(op->rmsnorm(be, &xb, &x, &l->ffn_norm, m->info.rms_eps));
-    CHECK(op->matmul(be, &gate, &l->gate, &xb));
-    CHECK(op->matmul(be, &up, &l->up, &xb));
+    const struct eng_tensor *gate_up[2] = { &gate, &up };
+    const struct eng_tensor *w_gate_up[2] = { &l->gate, &l->up };
+    CHECK(matmul_group(m, 2, gate_up, w_gate_up, &xb));
     CHECK(op->swiglu(be, &gate, &gate, &up));
     CHECK(op->matmul(be, &xb, &l->down, &gate));
     CHECK(op->add(be, &x, &x, &xb));

@@ -1,8 +1,10 @@
 /*
  * CPU implementation of the backend interface (eng_backend.h). Buffers
  * are host memory; weights mapped from a GGUF file are used in place.
- * matmul and attention are split across a worker pool; the cheap
- * element-wise operations run on the calling thread.
+ * matmul, attention and large swiglu calls are split across a worker
+ * pool; the other element-wise operations run on the calling thread.
+ * Q8_0 and Q4_0 matmuls use the tiled kernels of cpu_gemm.c where the
+ * build has AVX-512 VNNI, else cpu_vec_dot for each (row, token).
  *
  * Numerics follow ggml's CPU backend where it is cheap to do so.
  * Activations are converted to F16 or quantized to Q8_0 before a dot
@@ -17,12 +19,20 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/cpu/cpu_gemm.h"
 #include "engine/cpu/cpu_kernels.h"
 #include "engine/cpu/cpu_pool.h"
 
 /* Below this many multiply-adds a matmul stays on one thread, because
  * waking the pool costs more than it saves. */
 #define CPU_PARALLEL_MIN_WORK 32768
+/* Fewer tokens than this are converted for a matmul on the calling
+ * thread: one token's row takes well under a pool wake-up. */
+#define CPU_PARALLEL_MIN_TOKENS 4
+/* Values from which swiglu is split over the pool. */
+#define CPU_PARALLEL_MIN_SWIGLU 16384
+/* Largest n_rot cpu_rope accepts (it keeps one token's angles). */
+#define CPU_ROPE_MAX_ROT 1024
 
 struct eng_buf {
     uint8_t *data;
@@ -158,71 +168,178 @@ static int cpu_get_rows(struct eng_backend *be, const struct eng_tensor *dst,
     return 0;
 }
 
+/* Weight matrices one matmul job may run; matmul_multi splits more. */
+#define CPU_MATMUL_MAX 4
+
 struct matmul_job {
-    enum ggml_type w_type;
-    const uint8_t *w;
+    int n_mats;
+    enum ggml_type w_type;            /* shared by every matrix */
     size_t w_row_bytes;
-    int64_t w_rows;
     int64_t ne0;
+    const uint8_t *w[CPU_MATMUL_MAX];
+    int64_t w_rows[CPU_MATMUL_MAX];
+    float *dst[CPU_MATMUL_MAX];       /* (n_tokens, w_rows[i]) */
+    const float *xf;          /* (n_tokens, ne0) F32 input */
+    enum ggml_type x_type;    /* cpu_activation_type(w_type) */
     const uint8_t *x;         /* converted activations */
     size_t x_row_bytes;
+    void *packed;             /* cpu_gemm activations, or NULL */
     int64_t n_tokens;
-    float *dst;               /* (n_tokens, w_rows) */
 };
 
-/* Each thread takes a range of weight rows and all tokens, so a weight
- * row is read from memory once per call. */
+/* Convert or pack the activations of a range of tokens. */
+static void convert_worker(void *arg, int ith, int nth)
+{
+    const struct matmul_job *j = arg;
+    int64_t u0, u1;
+
+    if (j->packed) {
+        cpu_pool_range(cpu_gemm_pack_units(j->n_tokens), ith, nth, &u0, &u1);
+        cpu_gemm_pack(j->w_type, j->xf, j->ne0, j->n_tokens, u0, u1,
+                      j->packed);
+        return;
+    }
+    cpu_pool_range(j->n_tokens, ith, nth, &u0, &u1);
+    for (int64_t t = u0; t < u1; t++)
+        cpu_convert_row(j->x_type, j->xf + t * j->ne0,
+                        (uint8_t *)j->x + t * j->x_row_bytes, j->ne0);
+}
+
+/* Each thread takes a range of rows of every weight matrix and all
+ * tokens, so a weight row is read from memory once per call. */
 static void matmul_worker(void *arg, int ith, int nth)
 {
     const struct matmul_job *j = arg;
-    int64_t r0, r1;
 
-    cpu_pool_range(j->w_rows, ith, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *wr = j->w + (size_t)r * j->w_row_bytes;
-        for (int64_t t = 0; t < j->n_tokens; t++)
-            j->dst[t * j->w_rows + r] =
-                cpu_vec_dot(j->w_type, wr, j->x + t * j->x_row_bytes,
-                            j->ne0);
+    for (int m = 0; m < j->n_mats; m++) {
+        int64_t r0, r1;
+
+        cpu_pool_range(j->w_rows[m], ith, nth, &r0, &r1);
+        if (j->packed) {
+            if (r0 < r1)
+                cpu_gemm_rows(j->w_type, j->w[m], j->w_row_bytes, j->ne0,
+                              r0, r1, j->packed, j->n_tokens, j->dst[m],
+                              j->w_rows[m]);
+            continue;
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *wr = j->w[m] + (size_t)r * j->w_row_bytes;
+            for (int64_t t = 0; t < j->n_tokens; t++)
+                j->dst[m][t * j->w_rows[m] + r] =
+                    cpu_vec_dot(j->w_type, wr, j->x + t * j->x_row_bytes,
+                                j->ne0);
+        }
     }
+}
+
+/* Grow the 64-byte aligned activation scratch to N bytes; 0 or -1. */
+static int grow_act(struct cpu_backend *c, size_t n)
+{
+    void *p;
+
+    if (n <= c->act_size)
+        return 0;
+    n = (n + 63) / 64 * 64;
+    p = aligned_alloc(64, n);
+    if (!p)
+        return -1;
+    free(c->act);
+    c->act = p;
+    c->act_size = n;
+    return 0;
+}
+
+/*
+ * DST[i] = X times the transpose of W[i] for i < N (at most
+ * CPU_MATMUL_MAX), for weights of one type and row length: X is
+ * converted once and one dispatch computes every product.
+ */
+static int run_matmuls(struct cpu_backend *c, int n,
+                       const struct eng_tensor *const *dst,
+                       const struct eng_tensor *const *w,
+                       const struct eng_tensor *x)
+{
+    enum ggml_type at = cpu_activation_type(w[0]->type);
+    size_t xrb = ggml_row_size(at, (uint64_t)w[0]->ne0);
+    size_t packed_size;
+    struct matmul_job job;
+    int64_t work = 0;
+
+    memset(&job, 0, sizeof(job));
+    for (int i = 0; i < n; i++) {
+        if (w[i]->type != w[0]->type || w[i]->ne0 != w[0]->ne0 ||
+            x->ne0 != w[i]->ne0 || dst[i]->ne0 != w[i]->ne1 ||
+            dst[i]->ne1 != x->ne1 || xrb == 0)
+            return -1;
+        job.w[i] = tensor_data(w[i]);
+        job.w_rows[i] = w[i]->ne1;
+        job.dst[i] = tensor_data(dst[i]);
+        work += w[i]->ne0 * w[i]->ne1 * x->ne1;
+    }
+    job.n_mats = n;
+    job.w_type = w[0]->type;
+    job.w_row_bytes = row_bytes(w[0]);
+    job.ne0 = w[0]->ne0;
+    job.xf = tensor_data(x);
+    job.x_type = at;
+    job.x_row_bytes = xrb;
+    job.n_tokens = x->ne1;
+
+    /* (n_tokens, ne0) F32 -> packed for cpu_gemm, or the activation
+     * type; split over the pool when there are enough tokens to pay for
+     * a wake-up. */
+    packed_size = cpu_gemm_packed_size(job.w_type, job.ne0, x->ne1);
+    if (packed_size > 0) {
+        if (grow_act(c, packed_size) < 0)
+            return -1;
+        job.packed = c->act;
+    } else if (at == GGML_TYPE_F32) {
+        job.x = (const uint8_t *)job.xf;
+    } else {
+        if (grow_act(c, xrb * (size_t)x->ne1) < 0)
+            return -1;
+        job.x = c->act;
+    }
+    int parallel = work >= CPU_PARALLEL_MIN_WORK;
+    if (at != GGML_TYPE_F32 || job.packed) {
+        if (parallel && x->ne1 >= CPU_PARALLEL_MIN_TOKENS)
+            cpu_pool_run(c->pool, convert_worker, &job);
+        else
+            convert_worker(&job, 0, 1);
+    }
+
+    if (parallel)
+        cpu_pool_run(c->pool, matmul_worker, &job);
+    else
+        matmul_worker(&job, 0, 1);
+    return 0;
 }
 
 static int cpu_matmul(struct eng_backend *be, const struct eng_tensor *dst,
                       const struct eng_tensor *w, const struct eng_tensor *x)
 {
+    return run_matmuls(cpu(be), 1, &dst, &w, x);
+}
+
+static int cpu_matmul_multi(struct eng_backend *be, int n,
+                            const struct eng_tensor *const *dst,
+                            const struct eng_tensor *const *w,
+                            const struct eng_tensor *x)
+{
     struct cpu_backend *c = cpu(be);
-    enum ggml_type at = cpu_activation_type(w->type);
-    size_t xrb = ggml_row_size(at, (uint64_t)w->ne0);
-    const float *xd = tensor_data(x);
-    struct matmul_job job;
+    int same = n <= CPU_MATMUL_MAX;
 
-    if (x->ne0 != w->ne0 || dst->ne0 != w->ne1 || dst->ne1 != x->ne1 ||
-        xrb == 0)
+    if (n <= 0)
         return -1;
-
-    /* (n_tokens, ne0) F32 -> (n_tokens, ne0) of the activation type. */
-    if (at == GGML_TYPE_F32) {
-        job.x = (const uint8_t *)xd;
-    } else {
-        if (grow((void **)&c->act, &c->act_size, xrb * (size_t)x->ne1) < 0)
+    for (int i = 1; i < n; i++)
+        if (w[i]->type != w[0]->type || w[i]->ne0 != w[0]->ne0)
+            same = 0;
+    if (same)
+        return run_matmuls(c, n, dst, w, x);
+    /* Mixed types or many matrices: one product at a time. */
+    for (int i = 0; i < n; i++)
+        if (run_matmuls(c, 1, &dst[i], &w[i], x) < 0)
             return -1;
-        for (int64_t t = 0; t < x->ne1; t++)
-            cpu_convert_row(at, xd + t * x->ne0, c->act + t * xrb, x->ne0);
-        job.x = c->act;
-    }
-    job.w_type = w->type;
-    job.w = tensor_data(w);
-    job.w_row_bytes = row_bytes(w);
-    job.w_rows = w->ne1;
-    job.ne0 = w->ne0;
-    job.x_row_bytes = xrb;
-    job.n_tokens = x->ne1;
-    job.dst = tensor_data(dst);
-
-    if (w->ne0 * w->ne1 * x->ne1 < CPU_PARALLEL_MIN_WORK)
-        matmul_worker(&job, 0, 1);
-    else
-        cpu_pool_run(c->pool, matmul_worker, &job);
     return 0;
 }
 
@@ -259,23 +376,28 @@ static int cpu_rope(struct eng_backend *be, const struct eng_tensor *x,
     /* The angle step is applied by repeated multiplication, as ggml
      * does, so the angles round the same way. */
     float theta_scale = powf(base, -2.0f / (float)n_rot);
+    float cs[CPU_ROPE_MAX_ROT / 2], sn[CPU_ROPE_MAX_ROT / 2];
 
     (void)be;
     if (x->ne0 != (int64_t)n_head * head_dim || n_rot > head_dim ||
-        n_rot % 2 != 0)
+        n_rot % 2 != 0 || n_rot > CPU_ROPE_MAX_ROT)
         return -1;
     for (int64_t t = 0; t < x->ne1; t++) {
+        /* The angles depend on the position only: once for all heads. */
+        float theta = (float)pos[t];
+        for (int i = 0; i < n_rot / 2; i++) {
+            cs[i] = cosf(theta);
+            sn[i] = sinf(theta);
+            theta *= theta_scale;
+        }
         for (int h = 0; h < n_head; h++) {
             float *v = xd + t * x->ne0 + (int64_t)h * head_dim;
-            float theta = (float)pos[t];
 
             for (int i = 0; i < n_rot; i += 2) {
-                float cs = cosf(theta), sn = sinf(theta);
                 float x0 = v[i], x1 = v[i + 1];
 
-                v[i] = x0 * cs - x1 * sn;
-                v[i + 1] = x0 * sn + x1 * cs;
-                theta *= theta_scale;
+                v[i] = x0 * cs[i / 2] - x1 * sn[i / 2];
+                v[i + 1] = x0 * sn[i / 2] + x1 * cs[i / 2];
             }
         }
     }
@@ -313,18 +435,11 @@ struct attn_job {
 /* Softmax over the scores S[0..n) in place, sums in double as ggml. */
 static void softmax(float *s, int n)
 {
-    float max = -INFINITY;
-    double sum = 0.0;
+    float max = cpu_max_f32(s, n);
 
     for (int j = 0; j < n; j++)
-        max = fmaxf(max, s[j]);
-    for (int j = 0; j < n; j++) {
         s[j] = expf(s[j] - max);
-        sum += (double)s[j];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int j = 0; j < n; j++)
-        s[j] *= inv;
+    cpu_scale_f32(s, (float)(1.0 / cpu_sum_f32_f64(s, n)), n);
 }
 
 /* One (token, head) pair: scores, softmax, weighted sum of values. */
@@ -339,30 +454,35 @@ static void attend_one(const struct attn_job *j, float *scores, int64_t t,
     int f16 = j->kv_type == GGML_TYPE_F16;
     uint16_t *q16 = (uint16_t *)(scores + n_kv);
 
-    if (f16)
+    if (f16) {
         cpu_convert_row(GGML_TYPE_F16, q, q16, j->head_dim);
-    for (int p = 0; p < n_kv; p++) {
-        const uint8_t *kr = j->k + (size_t)p * j->kv_row_bytes;
-        float dot = f16 ? cpu_dot_f16((const uint16_t *)kr + head_off, q16,
-                                      j->head_dim)
-                        : cpu_dot_f32((const float *)kr + head_off, q,
-                                      j->head_dim);
-        scores[p] = dot * scale;
+        cpu_dot_f16_rows(scores, (const uint16_t *)j->k + head_off,
+                         (int64_t)(j->kv_row_bytes / sizeof(uint16_t)),
+                         n_kv, q16, j->head_dim);
+        cpu_scale_f32(scores, scale, n_kv);
+    } else {
+        for (int p = 0; p < n_kv; p++) {
+            const uint8_t *kr = j->k + (size_t)p * j->kv_row_bytes;
+            scores[p] = cpu_dot_f32((const float *)kr + head_off, q,
+                                    j->head_dim) * scale;
+        }
     }
     softmax(scores, n_kv);
 
+    if (f16) {
+        /* The weights are rounded to F16, as ggml rounds them. */
+        cpu_round_f16(scores, n_kv);
+        cpu_weighted_sum_f16(out, scores, (const uint16_t *)j->v + head_off,
+                             (int64_t)(j->kv_row_bytes / sizeof(uint16_t)),
+                             n_kv, j->head_dim);
+        return;
+    }
     memset(out, 0, (size_t)j->head_dim * sizeof(float));
     for (int p = 0; p < n_kv; p++) {
-        const uint8_t *vr = j->v + (size_t)p * j->kv_row_bytes;
-        if (f16) {
-            float w = ggml_fp16_to_fp32(cpu_fp32_to_fp16(scores[p]));
-            cpu_axpy_f16(out, w, (const uint16_t *)vr + head_off,
-                         j->head_dim);
-        } else {
-            const float *vv = (const float *)vr + head_off;
-            for (int d = 0; d < j->head_dim; d++)
-                out[d] += scores[p] * vv[d];
-        }
+        const float *vv = (const float *)(j->v + (size_t)p * j->kv_row_bytes)
+                          + head_off;
+        for (int d = 0; d < j->head_dim; d++)
+            out[d] += scores[p] * vv[d];
     }
 }
 
@@ -370,10 +490,10 @@ static void attn_worker(void *arg, int ith, int nth)
 {
     const struct attn_job *j = arg;
     float *scores = j->c->att + (size_t)ith * j->c->att_per_thread;
-    int64_t i0, i1;
 
-    cpu_pool_range(j->n_tokens * j->n_head, ith, nth, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++)
+    /* Every NTH-th (token, head) pair: with the causal mask later
+     * tokens cost more, so contiguous ranges would be unbalanced. */
+    for (int64_t i = ith; i < j->n_tokens * j->n_head; i += nth)
         attend_one(j, scores, i / j->n_head, (int)(i % j->n_head));
 }
 
@@ -427,19 +547,39 @@ static int same_shape(const struct eng_tensor *a, const struct eng_tensor *b)
     return a->ne0 == b->ne0 && a->ne1 == b->ne1;
 }
 
+struct swiglu_job {
+    const float *gate, *up;
+    float *dst;
+    int64_t n;
+};
+
+static void swiglu_worker(void *arg, int ith, int nth)
+{
+    const struct swiglu_job *j = arg;
+    int64_t i0, i1;
+
+    cpu_pool_range(j->n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++)
+        j->dst[i] = j->gate[i] / (1.0f + expf(-j->gate[i])) * j->up[i];
+}
+
 static int cpu_swiglu(struct eng_backend *be, const struct eng_tensor *dst,
                       const struct eng_tensor *gate,
                       const struct eng_tensor *up)
 {
-    const float *g = tensor_data(gate), *u = tensor_data(up);
-    float *o = tensor_data(dst);
-    int64_t n = dst->ne0 * dst->ne1;
+    struct swiglu_job job;
 
-    (void)be;
     if (!same_shape(dst, gate) || !same_shape(dst, up))
         return -1;
-    for (int64_t i = 0; i < n; i++)
-        o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    job.gate = tensor_data(gate);
+    job.up = tensor_data(up);
+    job.dst = tensor_data(dst);
+    job.n = dst->ne0 * dst->ne1;
+    /* One expf per value: worth the pool for prompts, not one token. */
+    if (job.n >= CPU_PARALLEL_MIN_SWIGLU)
+        cpu_pool_run(cpu(be)->pool, swiglu_worker, &job);
+    else
+        swiglu_worker(&job, 0, 1);
     return 0;
 }
 
@@ -480,6 +620,7 @@ static const struct eng_backend_ops cpu_ops = {
     .buf_download = cpu_buf_download,
     .get_rows = cpu_get_rows,
     .matmul = cpu_matmul,
+    .matmul_multi = cpu_matmul_multi,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
     .copy_rows = cpu_copy_rows,
