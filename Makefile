@@ -78,3 +78,9 @@ $(BUILD)/bench_engine: bench/bench_engine.c $(BUILD)/libtaphouse.a
 
 bench: $(BUILD)/gen_model $(BUILD)/bench_engine
 	BUILD=$(BUILD) sh bench/run.sh
+
+# End-to-end HTTP benchmark against llama.cpp's llama-server
+# (bench/README.md). Not part of `all`.
+.PHONY: bench-server
+bench-server: $(BUILD)/taphouse $(BUILD)/gen_model
+	BUILD=$(BUILD) sh bench/bench_server.sh
