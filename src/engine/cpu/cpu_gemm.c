@@ -10,11 +10,13 @@
  * the end, so the rounding follows ggml's closely.
  *
  * A single token (generation) packs two consecutive blocks b, b + 1 of
- * its row per 64 bytes instead, so no lane idles. For Q8_0, b is in
- * bytes 0..31 and b + 1 in 32..63. For Q4_0 the order is values 0..15
- * of b, 0..15 of b + 1, 16..31 of b, then 16..31 of b + 1, which is how
- * two blocks' nibbles unpack. The lanes of the two blocks are added
- * before the final sum.
+ * its row per 64 bytes instead, so no lane idles. Block b is in bytes
+ * 0..31 and b + 1 in 32..63 for both types; Q4_0 weights are shuffled
+ * into that order as they are loaded. The FMAs still add block b's
+ * lanes and then block b + 1's into one 8-lane sum, so every lane does
+ * exactly the arithmetic it does in a tile. A token's result therefore
+ * does not depend on how many tokens share the step, and greedy output
+ * is the same whether a request runs alone or batched.
  *
  * VPDPBUSD multiplies unsigned bytes by signed bytes, so the weights are
  * made unsigned by an offset: Q8_0 values plus 128, Q4_0 nibbles as they
@@ -230,21 +232,17 @@ static const tile_fn tiles[2][2][TILE_PAIRS] = {
       { tile_q4_4x1, tile_q4_4x2, tile_q4_4x3, tile_q4_4x4 } },
 };
 
-/* 16 lane scales from two F16 scales; MASK selects the lanes of D1. */
-ALWAYS_INLINE __m512 solo_scales(uint16_t d0, uint16_t d1, __mmask16 mask)
+/* 16 lane scales: D0 in lanes 0..7, D1 in lanes 8..15. */
+ALWAYS_INLINE __m512 solo_scales(uint16_t d0, uint16_t d1)
 {
-    __m256i h = _mm256_mask_blend_epi16(mask, _mm256_set1_epi16((short)d0),
+    __m256i h = _mm256_mask_blend_epi16(0xFF00, _mm256_set1_epi16((short)d0),
                                         _mm256_set1_epi16((short)d1));
     return _mm512_cvtph_ps(h);
 }
 
-/* Lanes of block b + 1 in the single-token layout. */
-#define SOLO_MASK_Q8_0 0xFF00
-#define SOLO_MASK_Q4_0 0xF0F0
-
 /*
- * Blocks B[0] and B[1] (zeros unless TWO) in the single-token layout,
- * as unsigned bytes, and their lane scales.
+ * Blocks B and B + 1 (zeros unless TWO) of ROW in the single-token
+ * layout, as unsigned bytes, and their lane scales.
  */
 ALWAYS_INLINE void load_solo_weights(int q4, const uint8_t *row, int64_t b,
                                      int two, __m512i *q, __m512 *d)
@@ -257,11 +255,13 @@ ALWAYS_INLINE void load_solo_weights(int q4, const uint8_t *row, int64_t b,
                          : _mm_setzero_si128();
         __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi,
                                             1);
+        /* 16-byte lanes: b 0..15, b+1 0..15, b 16..31, b+1 16..31. */
         __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(y),
                                        _mm256_srli_epi16(y, 4), 1);
-
+        /* Reorder to b 0..15, b 16..31, b+1 0..15, b+1 16..31. */
+        v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
         *q = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
-        *d = solo_scales(blk[0].d, two ? blk[1].d : 0, SOLO_MASK_Q4_0);
+        *d = solo_scales(blk[0].d, two ? blk[1].d : 0);
     } else {
         const struct cpu_block_q8_0 *blk =
             (const struct cpu_block_q8_0 *)row + b;
@@ -271,60 +271,77 @@ ALWAYS_INLINE void load_solo_weights(int q4, const uint8_t *row, int64_t b,
         __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 
         *q = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
-        *d = solo_scales(blk[0].d, two ? blk[1].d : 0, SOLO_MASK_Q8_0);
+        *d = solo_scales(blk[0].d, two ? blk[1].d : 0);
     }
 }
 
-/* One pair step of solo_row: blocks 2P and, if TWO, 2P + 1. */
-ALWAYS_INLINE __m512 solo_step(int q4, int two, const uint8_t *row,
-                               int64_t p, const struct gemm_pair *x,
-                               __m512 acc)
+/*
+ * One step of solo_row: blocks 2P and, if TWO, 2P + 1, added to the
+ * 8-lane sum ACC in block order, as a tile adds them.
+ */
+ALWAYS_INLINE __m256 solo_step(int q4, int two, const uint8_t *row,
+                               int64_t p, __m512i xq, __m512i xc, __m512 xd,
+                               __m256 acc)
 {
     __m512i wq;
     __m512 wd;
 
     load_solo_weights(q4, row, 2 * p, two, &wq, &wd);
-    __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[p].corr), wq,
-                                    _mm512_loadu_si512(x[p].qs));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s),
-                           _mm512_mul_ps(wd, _mm512_loadu_ps(x[p].d)), acc);
+    __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(xc, wq, xq));
+    __m512 scale = _mm512_mul_ps(wd, xd);
+    acc = _mm256_fmadd_ps(_mm512_castps512_ps256(s),
+                          _mm512_castps512_ps256(scale), acc);
+    if (two)
+        acc = _mm256_fmadd_ps(_mm512_extractf32x8_ps(s, 1),
+                              _mm512_extractf32x8_ps(scale, 1), acc);
+    return acc;
 }
 
-/* Dot product of ROW (NB blocks) with one token packed in solo layout. */
+/* Dot product of ROW (NB blocks) with one token packed in the
+ * single-token layout. */
 ALWAYS_INLINE float solo_row(int q4, const uint8_t *row, int64_t nb,
                              const struct gemm_pair *x)
 {
-    __m512 acc = _mm512_setzero_ps();
+    __m256 acc = _mm256_setzero_ps();
     int64_t p;
 
     for (p = 0; p < nb / 2; p++)
-        acc = solo_step(q4, 1, row, p, x, acc);
+        acc = solo_step(q4, 1, row, p, _mm512_loadu_si512(x[p].qs),
+                        _mm512_loadu_si512(x[p].corr),
+                        _mm512_loadu_ps(x[p].d), acc);
     if (nb % 2)
-        acc = solo_step(q4, 0, row, p, x, acc);
+        acc = solo_step(q4, 0, row, p, _mm512_loadu_si512(x[p].qs),
+                        _mm512_loadu_si512(x[p].corr),
+                        _mm512_loadu_ps(x[p].d), acc);
+    return hsum256(acc);
+}
 
-    /* Add block b's lanes to block b + 1's, in ggml's lane order. */
-    if (q4)
-        acc = _mm512_permutexvar_ps(
-            _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11,
-                              4, 5, 6, 7, 12, 13, 14, 15), acc);
-    return hsum256(_mm256_add_ps(_mm512_castps512_ps256(acc),
-                                 _mm512_extractf32x8_ps(acc, 1)));
+/*
+ * Rows R0 .. R1 - 1 against one token, one row at a time, so the rows
+ * stream through memory in order. NOTE: two rows side by side ran
+ * generation at less than half this speed (bench_engine tg128, 110M
+ * Q8_0, 2 threads, AMD EPYC with AVX-512). The cause was not found.
+ */
+ALWAYS_INLINE void solo_rows(int q4, const uint8_t *w, size_t wrb,
+                             int64_t nb, int64_t r0, int64_t r1,
+                             const struct gemm_pair *x, float *dst)
+{
+    for (int64_t r = r0; r < r1; r++)
+        dst[r] = solo_row(q4, w + (size_t)r * wrb, nb, x);
 }
 
 static void solo_rows_q8_0(const uint8_t *w, size_t wrb, int64_t nb,
                            int64_t r0, int64_t r1,
                            const struct gemm_pair *x, float *dst)
 {
-    for (int64_t r = r0; r < r1; r++)
-        dst[r] = solo_row(0, w + (size_t)r * wrb, nb, x);
+    solo_rows(0, w, wrb, nb, r0, r1, x, dst);
 }
 
 static void solo_rows_q4_0(const uint8_t *w, size_t wrb, int64_t nb,
                            int64_t r0, int64_t r1,
                            const struct gemm_pair *x, float *dst)
 {
-    for (int64_t r = r0; r < r1; r++)
-        dst[r] = solo_row(1, w + (size_t)r * wrb, nb, x);
+    solo_rows(1, w, wrb, nb, r0, r1, x, dst);
 }
 
 /* Quantize 32 floats as cpu_quantize_row_q8_0 does, bit for bit: the
@@ -397,18 +414,9 @@ static void pack_solo(int q4, const float *x, int64_t nb,
         if (2 * p + 1 < nb)
             quantize_block(x + (2 * p + 1) * CPU_QK, &blk[1]);
 
-        if (q4) {
-            memcpy(o->qs, blk[0].qs, 16);
-            memcpy(o->qs + 16, blk[1].qs, 16);
-            memcpy(o->qs + 32, blk[0].qs + 16, 16);
-            memcpy(o->qs + 48, blk[1].qs + 16, 16);
-        } else {
-            memcpy(o->qs, blk[0].qs, 32);
-            memcpy(o->qs + 32, blk[1].qs, 32);
-        }
-        _mm512_storeu_ps(o->d, solo_scales(blk[0].d, blk[1].d,
-                                           q4 ? SOLO_MASK_Q4_0
-                                              : SOLO_MASK_Q8_0));
+        memcpy(o->qs, blk[0].qs, 32);
+        memcpy(o->qs + 32, blk[1].qs, 32);
+        _mm512_storeu_ps(o->d, solo_scales(blk[0].d, blk[1].d));
         set_corrections(q4, o);
     }
 }

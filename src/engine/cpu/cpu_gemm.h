@@ -9,7 +9,8 @@
  * tokens, so each weight block, broadcast, serves two tokens in one
  * VNNI instruction. Tiles are 4 weight rows by 8 tokens. A single token
  * (generation) packs two blocks per register and reads each weight row
- * as one stream.
+ * as one stream. Both paths add each token's block products in the
+ * same order, so a token's result does not depend on the batch.
  *
  * Each block's integer dot product is exact, and d_w * d_x times it is
  * added to float lanes as ggml does. Results therefore differ from
