@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ static void usage(FILE *out)
 "  --ctx-size N         context length per sequence in tokens (default:\n"
 "                       the model's, at most %d)\n"
 "  --parallel N         sequences generated at once (default 4)\n"
-"  --max-queue N        requests that may wait for a free sequence before\n"
+"  --max-queue N        sequences that may wait for a free slot before\n"
 "                       new ones get 503 (default 256)\n"
 "  --chat-template NAME chat format instead of the detected one: chatml,\n"
 "                       llama2, llama3, mistral, gemma, phi3,\n"
@@ -93,6 +94,18 @@ static int parse_int(const char *flag, const char *text, long min, long max,
     }
     *out = v;
     return 0;
+}
+
+/* A model id clients can send: printable ASCII, no spaces. */
+static bool model_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 127)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] <= ' ' || name[i] > '~')
+            return false;
+    return true;
 }
 
 /* Returns 0, 1 after --help, or -1 after printing an error. */
@@ -209,8 +222,10 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
         fprintf(stderr, "taphouse serve: missing --model PATH\n");
         return -1;
     }
-    if (o->model_name && !o->model_name[0]) {
-        fprintf(stderr, "taphouse serve: --model-name must not be empty\n");
+    if (o->model_name && !model_name_valid(o->model_name)) {
+        fprintf(stderr, "taphouse serve: invalid --model-name '%s': use 1 "
+                "to 127 printable characters without spaces\n",
+                o->model_name);
         return -1;
     }
     if (o->chat_template &&

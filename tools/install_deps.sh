@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config libmicrohttpd-dev libcjson-dev \
 libsqlite3-dev sqlite3 libsodium-dev libncurses-dev libcmocka-dev \
-tmux curl python3 jq time"
+tmux curl python3 jq time iproute2"
 # A machine may carry Node.js from another packaging; install Debian's
 # only when there is none.
 command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"

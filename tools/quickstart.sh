@@ -13,22 +13,19 @@ MODEL=models/stories260K-f32.gguf
 sh tools/install_deps.sh
 make -j"$(nproc)"
 
-if curl -s -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null; then
+if ss -Htln "sport = :$PORT" 2>/dev/null | grep -q .; then
     echo "port $PORT is already in use; run again with PORT=another" >&2
     exit 1
 fi
 
 mkdir -p "$DATA"
-KEY=$(./build/taphouse keys create --db "$DB" --tenant demo \
-      --name quickstart | tail -n 1)
-
 ./build/taphouse serve --model "$MODEL" --port "$PORT" --db "$DB" &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' INT TERM
 
 i=0
-until curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 &&
-        kill -0 "$SERVER" 2>/dev/null; do
+until curl -fs --max-time 2 "http://127.0.0.1:$PORT/health" >/dev/null \
+        2>&1 && kill -0 "$SERVER" 2>/dev/null; do
     i=$((i + 1))
     if [ "$i" -gt 300 ] || ! kill -0 "$SERVER" 2>/dev/null; then
         echo "the server did not start; see the messages above" >&2
@@ -36,6 +33,10 @@ until curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 &&
     fi
     sleep 0.1
 done
+
+# The key is made once the server runs, so a failed start leaves none.
+KEY=$(./build/taphouse keys create --db "$DB" --tenant demo \
+      --name quickstart | tail -n 1)
 
 cat <<MSG
 

@@ -582,7 +582,9 @@ static int check_context(struct api_server *srv, struct api_gen *g,
 static int submit_all(struct api_server *srv, struct api_stream *st,
                       struct api_gen *g)
 {
+    struct eng_request *reqs[API_MAX_PROMPTS * API_MAX_N];
     uint64_t seed = g->params.sampling.seed;
+
     for (int p = 0; p < g->n_prompts; p++) {
         for (int k = 0; k < g->n; k++) {
             struct eng_gen_params params = g->params;
@@ -597,13 +599,10 @@ static int submit_all(struct api_server *srv, struct api_stream *st,
             c->req = eng_req_new(g->prompts[p], g->n_prompt[p], &params);
             if (!c->req)
                 return -ENOMEM;
-            st->n_choices++;
-            int rc = eng_sched_submit(srv->sched, c->req);
-            if (rc != 0)
-                return rc;
+            reqs[st->n_choices++] = c->req;
         }
     }
-    return 0;
+    return eng_sched_submit_all(srv->sched, reqs, st->n_choices);
 }
 
 /* Wait for every choice of a whole (non-stream) response. */
@@ -668,8 +667,7 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
 
     int rc = submit_all(srv, st, g);
     if (rc != 0) {
-        cancel_all(st);
-        drain(st, CANCEL_WAIT_MS);
+        /* Nothing was queued, so no choice generated a token. */
         record_usage(st, 503, "error");
         log_warn("api", "request %s for key %s rejected: %s", st->id,
                  st->key.key_id, rc == -EAGAIN ? "queue full"

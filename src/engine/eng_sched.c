@@ -779,26 +779,35 @@ int eng_sched_n_ctx(const struct eng_sched *s)
     return s->cfg.n_ctx;
 }
 
-int eng_sched_submit(struct eng_sched *s, struct eng_request *r)
+int eng_sched_submit_all(struct eng_sched *s, struct eng_request **r,
+                         int n)
 {
     pthread_mutex_lock(&s->lock);
     if (s->stopping || (s->cfg.max_queue > 0 &&
                         s->n_queued >= s->cfg.max_queue)) {
         int rc = s->stopping ? -ESHUTDOWN : -EAGAIN;
         pthread_mutex_unlock(&s->lock);
-        req_finish(r, ENG_FINISH_ABORTED);
+        for (int i = 0; i < n; i++)
+            req_finish(r[i], ENG_FINISH_ABORTED);
         return rc;
     }
-    pthread_mutex_lock(&r->lock);
-    r->refs++;
-    pthread_mutex_unlock(&r->lock);
-    s->n_queued++;
-    if (s->queue_tail)
-        s->queue_tail->next = r;
-    else
-        s->queue_head = r;
-    s->queue_tail = r;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&r[i]->lock);
+        r[i]->refs++;
+        pthread_mutex_unlock(&r[i]->lock);
+        s->n_queued++;
+        if (s->queue_tail)
+            s->queue_tail->next = r[i];
+        else
+            s->queue_head = r[i];
+        s->queue_tail = r[i];
+    }
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
     return 0;
+}
+
+int eng_sched_submit(struct eng_sched *s, struct eng_request *r)
+{
+    return eng_sched_submit_all(s, &r, 1);
 }

@@ -85,10 +85,17 @@ struct eng_request *eng_req_new(const int32_t *prompt, int n_prompt,
                                 const struct eng_gen_params *params);
 /*
  * Queue a request; the scheduler takes its own reference. Returns 0,
- * -EAGAIN when max_queue requests are already waiting, or -ESHUTDOWN
+ * -EAGAIN when max_queue sequences are already waiting, or -ESHUTDOWN
  * while the scheduler stops.
  */
 int eng_sched_submit(struct eng_sched *s, struct eng_request *r);
+/*
+ * Queue N requests that belong to one API call, all or none: the limit
+ * is checked once, so a call with more sequences than max_queue still
+ * runs when the queue has room. Returns as eng_sched_submit.
+ */
+int eng_sched_submit_all(struct eng_sched *s, struct eng_request **r,
+                         int n);
 /* Ask the scheduler to drop the request at its next step. */
 void eng_req_cancel(struct eng_request *r);
 /* Drop the caller's reference. */

@@ -223,6 +223,15 @@ test('full queue answers 503 overloaded', async () => {
       headers: { Authorization: `Bearer ${k}`, 'Content-Type': 'application/json' },
       body,
     }).then(async (r) => ({ status: r.status, body: await r.json() }));
+    // One request with more sequences than the queue limit still runs.
+    const wide = await fetch(`${small.baseURL}/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${k}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: MODEL_ID, prompt: 'a', n: 3, max_tokens: 3 }),
+    });
+    assert.equal(wide.status, 200);
+    assert.equal((await wide.json()).choices.length, 3);
+
     const results = await Promise.all(Array.from({ length: 8 }, send));
     const statuses = results.map((r) => r.status);
     assert.ok(statuses.includes(200), statuses.join(','));
@@ -231,7 +240,7 @@ test('full queue answers 503 overloaded', async () => {
     assert.equal(rejected[0].body.error.code, 'overloaded');
     // Served and rejected requests are both in the ledger.
     const rows = sql(small.db, 'SELECT http_status FROM usage');
-    assert.equal(rows.length, 8);
+    assert.equal(rows.length, 9);
   } finally {
     assert.equal(await small.stop(), 0);
   }

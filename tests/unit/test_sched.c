@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -287,6 +288,37 @@ static void full_queue_rejects(void **state)
     assert_true(accepted >= 1);
     assert_true(accepted <= 2);
     assert_int_equal(accepted + rejected, 5);
+
+    for (int i = 0; i < 5; i++)
+        eng_req_cancel(r[i]);
+    struct eng_req_update u;
+    for (int i = 0; i < 2000; i++) {
+        eng_req_take(r[0], 5, &u);
+        if (u.finish != ENG_FINISH_NONE)
+            break;
+    }
+
+    /* One call with more sequences than max_queue is taken whole once
+     * the queue has room. */
+    struct eng_request *many[3];
+    for (int i = 0; i < 3; i++)
+        many[i] = eng_req_new(prompt, 2, &p);
+    int rc = -1;
+    for (int i = 0; i < 200 && rc != 0; i++) {
+        rc = eng_sched_submit_all(sched, many, 3);
+        if (rc != 0)
+            usleep(10000);
+    }
+    assert_int_equal(rc, 0);
+    for (int i = 0; i < 3; i++) {
+        for (int k = 0; k < 2000; k++) {
+            eng_req_take(many[i], 5, &u);
+            if (u.finish != ENG_FINISH_NONE)
+                break;
+        }
+        assert_int_equal(u.finish, ENG_FINISH_LENGTH);
+        eng_req_release(many[i]);
+    }
 
     eng_sched_stop(sched);
     assert_int_equal(eng_sched_submit(sched, r[0]), -ESHUTDOWN);
