@@ -45,6 +45,7 @@ struct serve_options {
     const char *chat_template;
     long max_body;
     int max_connections;
+    int max_per_ip;
     int idle_timeout;
     int shutdown_timeout;
 };
@@ -74,6 +75,8 @@ static void usage(FILE *out)
 "                       deepseek-r1, granite, smollm3 or plain\n"
 "  --max-body BYTES     largest request body accepted (default 4194304)\n"
 "  --max-connections N  open connections accepted at once (default 512)\n"
+"  --max-connections-per-ip N  open connections from one client address;\n"
+"                       0 for no limit (default 0, as behind a proxy)\n"
 "  --idle-timeout SEC   close connections idle this long (default 30)\n"
 "  --shutdown-timeout SEC  on SIGINT or SIGTERM, stop accepting and let\n"
 "                       running requests finish for this long (default 30)\n"
@@ -124,6 +127,7 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
         { "chat-template", required_argument, NULL, 'T' },
         { "max-body", required_argument, NULL, 'b' },
         { "max-connections", required_argument, NULL, 'C' },
+        { "max-connections-per-ip", required_argument, NULL, 'A' },
         { "idle-timeout", required_argument, NULL, 'I' },
         { "shutdown-timeout", required_argument, NULL, 'S' },
         { "log-level", required_argument, NULL, 'l' },
@@ -178,6 +182,12 @@ static int parse_options(int argc, char **argv, struct serve_options *o)
             if (parse_int("--max-connections", optarg, 1, 100000, &v) < 0)
                 return -1;
             o->max_connections = (int)v;
+            break;
+        case 'A':
+            if (parse_int("--max-connections-per-ip", optarg, 0, 100000,
+                          &v) < 0)
+                return -1;
+            o->max_per_ip = (int)v;
             break;
         case 'I':
             if (parse_int("--idle-timeout", optarg, 1, 86400, &v) < 0)
@@ -360,6 +370,7 @@ int serve_main(int argc, char **argv)
         .port = o.port,
         .max_body = (size_t)o.max_body,
         .max_connections = (unsigned)o.max_connections,
+        .max_per_ip = (unsigned)o.max_per_ip,
         .idle_timeout_s = (unsigned)o.idle_timeout,
     };
     if (http_start(&hc, &api, auth, &http, err, sizeof err) != 0) {

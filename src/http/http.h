@@ -17,6 +17,7 @@ struct http_config {
     int port;                  /* 0: any free port */
     size_t max_body;           /* bytes; larger bodies get 413 */
     unsigned max_connections;
+    unsigned max_per_ip;       /* connections from one address; 0: any */
     unsigned idle_timeout_s;   /* close a connection idle this long */
 };
 

@@ -311,3 +311,35 @@ test('shutdown timeout aborts streams with an error event', async () => {
   assert.ok(rows[0].completion_tokens < 16 * 500);
   assert.equal(await s.stop(), 0);
 });
+
+test('per-address connection limit and idle timeout', async () => {
+  const s = await startServer(['--max-connections-per-ip', '2',
+    '--idle-timeout', '2']);
+  try {
+    const open = () => new Promise((resolve) => {
+      const sock = net.connect(s.port, '127.0.0.1', () => resolve(sock));
+      sock.on('error', () => resolve(sock));
+    });
+    // Resolves to the milliseconds until SOCK closed, or -1 after 4 s.
+    const closed = (sock) => new Promise((resolve) => {
+      const t0 = Date.now();
+      if (sock.destroyed) resolve(0);
+      sock.on('close', () => resolve(Date.now() - t0));
+      setTimeout(() => resolve(-1), 4000);
+    });
+    const a = await open();
+    const b = await open();
+    await new Promise((r) => setTimeout(r, 100));
+    // A third connection from the same address is closed at once.
+    const c = await open();
+    const cMs = await closed(c);
+    assert.ok(cMs >= 0 && cMs < 1000, `third connection closed after ${cMs} ms`);
+    // Idle connections are closed after the idle timeout.
+    assert.ok(await closed(a) >= 0);
+    assert.ok(await closed(b) >= 0);
+    const r = await fetch(`http://127.0.0.1:${s.port}/health`);
+    assert.equal(r.status, 200);
+  } finally {
+    assert.equal(await s.stop(), 0);
+  }
+});
