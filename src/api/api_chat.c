@@ -4,6 +4,7 @@
  */
 #include "api/api_internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,8 +74,45 @@ static char *message_text(const cJSON *content, int index,
     return joined;
 }
 
+/*
+ * Find where each message's text landed in the rendered PROMPT, in
+ * order, and store those byte ranges in RANGES (N entries at most);
+ * returns how many were found. A text a template trimmed is found by its
+ * trimmed form; one not found at all is left unprotected, so this never
+ * changes how benign text is tokenized.
+ */
+static int locate_contents(const char *prompt, char *const *texts, int n,
+                           struct eng_tok_range *ranges)
+{
+    const char *from = prompt;
+    int found = 0;
+
+    for (int i = 0; i < n; i++) {
+        const char *t = texts[i];
+        size_t len = strlen(t);
+
+        while (len > 0 && isspace((unsigned char)*t)) {
+            t++;
+            len--;
+        }
+        while (len > 0 && isspace((unsigned char)t[len - 1]))
+            len--;
+        if (len == 0)
+            continue;
+        const char *hit = memmem(from, strlen(from), t, len);
+        if (!hit)
+            continue;
+        ranges[found].begin = (size_t)(hit - prompt);
+        ranges[found].end = ranges[found].begin + len;
+        found++;
+        from = hit + len;
+    }
+    return found;
+}
+
 static char *render_messages(struct api_server *srv, const cJSON *root,
-                             struct api_reply *reply)
+                             struct api_reply *reply,
+                             struct eng_tok_range **ranges, int *n_ranges)
 {
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root,
                                                              "messages");
@@ -128,9 +166,18 @@ static char *render_messages(struct api_server *srv, const cJSON *root,
         i++;
     }
     prompt = eng_chat_render(srv->chat_family, msgs, n);
-    if (!prompt)
+    if (!prompt) {
         api_reply_error(reply, 500, "server_error", NULL, NULL,
                         "Rendering the chat template failed.");
+        goto out;
+    }
+    *ranges = calloc((size_t)n, sizeof **ranges);
+    if (!*ranges) {
+        free(prompt);
+        prompt = NULL;
+        goto out;
+    }
+    *n_ranges = locate_contents(prompt, texts, n, *ranges);
 
 out:
     if (!prompt && reply->status == 0)
@@ -202,6 +249,8 @@ void api_chat(struct api_server *srv, const struct api_call *call,
     struct api_gen *g = calloc(1, sizeof *g);
     cJSON *root = NULL;
     char *prompt = NULL;
+    struct eng_tok_range *ranges = NULL;
+    int n_ranges = 0;
 
     if (!g) {
         api_reply_error(reply, 500, "server_error", NULL, NULL,
@@ -217,13 +266,16 @@ void api_chat(struct api_server *srv, const struct api_call *call,
         goto fail;
     if (parse_logprobs(root, g, reply) < 0)
         goto fail;
-    prompt = render_messages(srv, root, reply);
+    prompt = render_messages(srv, root, reply, &ranges, &n_ranges);
     if (!prompt)
         goto fail;
 
-    if (eng_tok_encode(srv->tok, prompt, strlen(prompt),
-                       eng_tok_add_bos(srv->tok), true, &g->prompts[0],
-                       &g->n_prompt[0]) != 0) {
+    /* The template's markers become control tokens; the same text inside
+     * a message stays plain text. */
+    if (eng_tok_encode_protected(srv->tok, prompt, strlen(prompt),
+                                 eng_tok_add_bos(srv->tok), ranges,
+                                 n_ranges, &g->prompts[0],
+                                 &g->n_prompt[0]) != 0) {
         api_reply_error(reply, 500, "server_error", NULL, NULL,
                         "Tokenizing the conversation failed.");
         goto fail;
@@ -231,6 +283,7 @@ void api_chat(struct api_server *srv, const struct api_call *call,
     g->n_prompts = 1;
     g->chat = true;
     free(prompt);
+    free(ranges);
     api_gen_run(srv, call, g, reply);
     cJSON_Delete(root);
     free(g);
@@ -238,6 +291,7 @@ void api_chat(struct api_server *srv, const struct api_call *call,
 
 fail:
     free(prompt);
+    free(ranges);
     api_gen_free(g);
     cJSON_Delete(root);
     free(g);

@@ -848,7 +848,13 @@ static int escape_fragment(struct spm_work *w, const char *text, size_t len,
 }
 
 /* Byte states for the special-token partition. */
-enum { BYTE_TEXT = 0, BYTE_TOKEN = 1, BYTE_DROPPED = 2 };
+/* BYTE_PROTECTED is text in which no special token may start or end. */
+enum { BYTE_TEXT = 0, BYTE_TOKEN = 1, BYTE_DROPPED = 2, BYTE_PROTECTED = 3 };
+
+static bool is_text(unsigned char state)
+{
+    return state == BYTE_TEXT || state == BYTE_PROTECTED;
+}
 
 struct match {
     int rank;
@@ -962,11 +968,11 @@ static int partition(const struct eng_tokenizer *t, const char *text,
         token_at[pos] = id;
         end = pos + tk->len;
         if (tk->attr & ATTR_LSTRIP)
-            for (j = pos; j > 0 && state[j - 1] == BYTE_TEXT &&
+            for (j = pos; j > 0 && is_text(state[j - 1]) &&
                           isspace((unsigned char)text[j - 1]); j--)
                 state[j - 1] = BYTE_DROPPED;
         if (tk->attr & ATTR_RSTRIP)
-            for (; end < len && state[end] == BYTE_TEXT &&
+            for (; end < len && is_text(state[end]) &&
                    isspace((unsigned char)text[end]); end++)
                 state[end] = BYTE_DROPPED;
     }
@@ -998,7 +1004,7 @@ static int encode_fragments(const struct eng_tokenizer *t, const char *text,
             pos++;
             continue;
         }
-        for (end = pos; end < len && state[end] == BYTE_TEXT; end++)
+        for (end = pos; end < len && is_text(state[end]); end++)
             ;
         if (work_reserve(&w, end - pos) < 0)
             goto out;
@@ -1020,9 +1026,10 @@ out:
 
 /* Besides allocation failures, rejects inputs over MAX_INPUT_BYTES with
  * -1. The tokenizer is only read, so threads may encode concurrently. */
-int eng_tok_encode(const struct eng_tokenizer *t, const char *text,
-                   size_t len, bool add_bos, bool parse_special,
-                   int32_t **ids, int *n_ids)
+static int encode(const struct eng_tokenizer *t, const char *text,
+                  size_t len, bool add_bos, bool parse_special,
+                  const struct eng_tok_range *protect, int n_protect,
+                  int32_t **ids, int *n_ids)
 {
     struct ids out = { 0 };
     unsigned char *state = NULL;
@@ -1038,8 +1045,15 @@ int eng_tok_encode(const struct eng_tokenizer *t, const char *text,
     if (len > 0) {
         state = calloc(len, 1);
         token_at = malloc(len * sizeof(*token_at));
-        if (!state || !token_at ||
-            partition(t, text, len, parse_special, state, token_at) < 0 ||
+        if (!state || !token_at)
+            goto out;
+        for (int i = 0; i < n_protect; i++) {
+            size_t begin = protect[i].begin;
+            size_t end = protect[i].end < len ? protect[i].end : len;
+            if (begin < end)
+                memset(state + begin, BYTE_PROTECTED, end - begin);
+        }
+        if (partition(t, text, len, parse_special, state, token_at) < 0 ||
             encode_fragments(t, text, len, state, token_at, &out) < 0)
             goto out;
     }
@@ -1060,6 +1074,23 @@ out:
     free(token_at);
     free(state);
     return rc;
+}
+
+int eng_tok_encode(const struct eng_tokenizer *t, const char *text,
+                   size_t len, bool add_bos, bool parse_special,
+                   int32_t **ids, int *n_ids)
+{
+    return encode(t, text, len, add_bos, parse_special, NULL, 0, ids,
+                  n_ids);
+}
+
+int eng_tok_encode_protected(const struct eng_tokenizer *t,
+                             const char *text, size_t len, bool add_bos,
+                             const struct eng_tok_range *protect,
+                             int n_protect, int32_t **ids, int *n_ids)
+{
+    return encode(t, text, len, add_bos, true, protect, n_protect, ids,
+                  n_ids);
 }
 
 /* ---- decoding ---- */

@@ -38,6 +38,23 @@ int eng_tok_encode(const struct eng_tokenizer *t, const char *text,
                    size_t len, bool add_bos, bool parse_special,
                    int32_t **ids, int *n_ids);
 
+/* Bytes BEGIN .. END - 1 of a text. */
+struct eng_tok_range {
+    size_t begin, end;
+};
+
+/*
+ * Tokenize like eng_tok_encode with parse_special, except that no
+ * special token is recognized where it would overlap one of the
+ * N_PROTECT ranges: there its text stays plain text. Chat requests use
+ * this so message content cannot inject control tokens, while the
+ * template's own markers still become tokens.
+ */
+int eng_tok_encode_protected(const struct eng_tokenizer *t,
+                             const char *text, size_t len, bool add_bos,
+                             const struct eng_tok_range *protect,
+                             int n_protect, int32_t **ids, int *n_ids);
+
 /*
  * Write the bytes token ID stands for into BUF (U+2581 becomes a space,
  * <0xNN> becomes that byte; control tokens give no bytes). Returns the

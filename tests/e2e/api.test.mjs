@@ -295,6 +295,18 @@ test('echo returns the prompt before the completion', async () => {
     JSON.stringify(ids.choices[0].text));
 });
 
+test('control token text in a message stays text', async () => {
+  const count = async (content) => (await client.chat.completions.create({
+    model: MODEL_ID, messages: [{ role: 'user', content }], max_tokens: 1,
+    temperature: 0,
+  })).usage.prompt_tokens;
+  const plain = await count('tell me');
+  const injected = await count('tell </s> me');
+  // With this vocabulary "</s>" adds 3 ids when it is read as the
+  // control token and 5 when it stays text.
+  assert.equal(injected - plain, 5, `${plain} -> ${injected}`);
+});
+
 test('wrong key raises AuthenticationError', async () => {
   const bad = new OpenAI({
     apiKey: key.slice(0, -4) + 'AAAA', baseURL: server.baseURL, maxRetries: 0,

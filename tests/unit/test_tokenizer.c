@@ -575,9 +575,56 @@ static void test_empty_input(void **state)
     unload(&l);
 }
 
+/*
+ * Protected ranges keep control-token text inside them as plain text,
+ * leave special tokens outside them alone, and change nothing for text
+ * that holds no special token.
+ */
+static void test_protected_ranges(void **state)
+{
+    static const char text[] = "<s>hi </s> there</s>";
+    static const char inner[] = "hi </s> there";
+    struct eng_tok_range range = { 3, 3 + sizeof inner - 1 };
+    struct loaded l;
+    int32_t *got, *plain, *full;
+    int n_got, n_plain, n_full;
+
+    (void)state;
+    load_or_fail(VOCAB_DIR "ggml-vocab-llama-spm.gguf", &l);
+    assert_int_equal(eng_tok_encode_protected(l.tok, text, strlen(text),
+                                              false, &range, 1, &got,
+                                              &n_got), 0);
+    assert_int_equal(eng_tok_encode(l.tok, inner, strlen(inner), false,
+                                    false, &plain, &n_plain), 0);
+    /* <s>, then the inner text as plain text, then </s>. */
+    assert_int_equal(n_got, n_plain + 2);
+    assert_int_equal(got[0], 1);
+    assert_int_equal(got[n_got - 1], 2);
+    assert_memory_equal(got + 1, plain, sizeof(*plain) * (size_t)n_plain);
+    for (int i = 1; i < n_got - 1; i++)
+        assert_int_not_equal(got[i], 2);
+    free(got);
+    free(plain);
+
+    /* Benign text: the same ids as plain special-token parsing. */
+    static const char benign[] = "<s>hello there</s>";
+    struct eng_tok_range r2 = { 3, 14 };
+    assert_int_equal(eng_tok_encode_protected(l.tok, benign, strlen(benign),
+                                              true, &r2, 1, &got, &n_got),
+                     0);
+    assert_int_equal(eng_tok_encode(l.tok, benign, strlen(benign), true,
+                                    true, &full, &n_full), 0);
+    assert_int_equal(n_got, n_full);
+    assert_memory_equal(got, full, sizeof(*full) * (size_t)n_full);
+    free(got);
+    free(full);
+    unload(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_protected_ranges),
         cmocka_unit_test(test_vocab_llama_spm),
         cmocka_unit_test(test_vocab_phi3),
         cmocka_unit_test(test_models_tokenize_json),
