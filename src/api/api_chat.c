@@ -11,8 +11,6 @@
 
 #define MAX_MESSAGES 1024
 
-static const char *const ENDPOINT = "/v1/chat/completions";
-
 static void invalid_messages(struct api_reply *reply, const char *message)
 {
     api_reply_error(reply, 400, "invalid_request_error", "messages", NULL,
@@ -243,57 +241,41 @@ static int reject_unsupported(const cJSON *root, struct api_reply *reply)
     return 0;
 }
 
-void api_chat(struct api_server *srv, const struct api_call *call,
-              struct api_reply *reply)
+/* The fields only chat takes, then the conversation, rendered and
+ * tokenized. */
+static int parse_chat(struct api_server *srv, const cJSON *root,
+                      struct api_gen *g, struct api_reply *reply)
 {
-    struct api_gen *g = calloc(1, sizeof *g);
-    cJSON *root = NULL;
-    char *prompt = NULL;
     struct eng_tok_range *ranges = NULL;
     int n_ranges = 0;
 
-    if (!g) {
-        api_reply_error(reply, 500, "server_error", NULL, NULL,
-                        "out of memory");
-        return;
-    }
-    root = api_parse_body(call, reply);
-    if (!root)
-        goto fail;
-    if (api_parse_common(srv, root, g, reply) < 0)
-        goto fail;
     if (reject_unsupported(root, reply) < 0)
-        goto fail;
+        return -1;
     if (parse_logprobs(root, g, reply) < 0)
-        goto fail;
-    prompt = render_messages(srv, root, reply, &ranges, &n_ranges);
+        return -1;
+    char *prompt = render_messages(srv, root, reply, &ranges, &n_ranges);
     if (!prompt)
-        goto fail;
+        return -1;
 
     /* The template's markers become control tokens; the same text inside
      * a message stays plain text. */
-    if (eng_tok_encode_protected(srv->tok, prompt, strlen(prompt),
-                                 eng_tok_add_bos(srv->tok), ranges,
-                                 n_ranges, &g->prompts[0],
-                                 &g->n_prompt[0]) != 0) {
+    int rc = eng_tok_encode_protected(srv->tok, prompt, strlen(prompt),
+                                      eng_tok_add_bos(srv->tok), ranges,
+                                      n_ranges, &g->prompts[0],
+                                      &g->n_prompt[0]);
+    free(prompt);
+    free(ranges);
+    if (rc != 0) {
         api_reply_error(reply, 500, "server_error", NULL, NULL,
                         "Tokenizing the conversation failed.");
-        goto fail;
+        return -1;
     }
     g->n_prompts = 1;
-    g->chat = true;
-    free(prompt);
-    free(ranges);
-    api_gen_run(srv, call, g, reply);
-    cJSON_Delete(root);
-    free(g);
-    return;
+    return 0;
+}
 
-fail:
-    free(prompt);
-    free(ranges);
-    api_gen_free(g);
-    cJSON_Delete(root);
-    free(g);
-    api_record_failure(srv, call, ENDPOINT, reply);
+void api_chat(struct api_server *srv, const struct api_call *call,
+              struct api_reply *reply)
+{
+    api_generate(srv, call, true, parse_chat, reply);
 }

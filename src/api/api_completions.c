@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const ENDPOINT = "/v1/completions";
-
 static void invalid_prompt(struct api_reply *reply, const char *message)
 {
     api_reply_error(reply, 400, "invalid_request_error", "prompt", NULL,
@@ -155,72 +153,55 @@ static int parse_prompt(struct api_server *srv, const cJSON *root,
     return 0;
 }
 
-void api_completions(struct api_server *srv, const struct api_call *call,
-                     struct api_reply *reply)
+/* The fields only completions take: echo, suffix, best_of, logprobs and
+ * the prompt. */
+static int parse_completion(struct api_server *srv, const cJSON *root,
+                            struct api_gen *g, struct api_reply *reply)
 {
-    struct api_gen *g = calloc(1, sizeof *g);
-    cJSON *root = NULL;
     bool echo = false;
 
-    if (!g) {
-        api_reply_error(reply, 500, "server_error", NULL, NULL,
-                        "out of memory");
-        return;
-    }
-    root = api_parse_body(call, reply);
-    if (!root)
-        goto fail;
-    if (api_parse_common(srv, root, g, reply) < 0)
-        goto fail;
     if (api_get_bool(root, "echo", &echo, reply) < 0)
-        goto fail;
+        return -1;
 
     const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(root, "suffix");
     if (suffix && !cJSON_IsNull(suffix)) {
         api_reply_error(reply, 400, "invalid_request_error", "suffix", NULL,
                         "'suffix' (insertion) is not supported by this "
                         "model.");
-        goto fail;
+        return -1;
     }
     double best_of;
     int rc = api_get_number(root, "best_of",
                             (struct api_range){ 1, API_MAX_N, true },
                             &best_of, reply);
     if (rc < 0)
-        goto fail;
+        return -1;
     if (rc == 0 && (int)best_of != g->n) {
         api_reply_error(reply, 400, "invalid_request_error", "best_of",
                         NULL, "'best_of' must equal 'n' on this server.");
-        goto fail;
+        return -1;
     }
     double logprobs;
     rc = api_get_number(root, "logprobs", (struct api_range){ 0, 5, true },
                         &logprobs, reply);
     if (rc < 0)
-        goto fail;
+        return -1;
     if (rc == 0) {
         if (echo) {
             /* NOTE: the prompt's own log-probabilities are not computed. */
             api_reply_error(reply, 400, "invalid_request_error", "logprobs",
                             NULL, "'logprobs' together with 'echo' is not "
                             "supported by this server.");
-            goto fail;
+            return -1;
         }
         g->params.logprobs = true;
         g->params.top_logprobs = (int)logprobs;
     }
-    if (parse_prompt(srv, root, g, echo, reply) < 0)
-        goto fail;
+    return parse_prompt(srv, root, g, echo, reply);
+}
 
-    g->chat = false;
-    api_gen_run(srv, call, g, reply);
-    cJSON_Delete(root);
-    free(g);
-    return;
-
-fail:
-    api_gen_free(g);
-    cJSON_Delete(root);
-    free(g);
-    api_record_failure(srv, call, ENDPOINT, reply);
+void api_completions(struct api_server *srv, const struct api_call *call,
+                     struct api_reply *reply)
+{
+    api_generate(srv, call, false, parse_completion, reply);
 }

@@ -734,6 +734,37 @@ void api_gen_run(struct api_server *srv, const struct api_call *call,
 fail:
     api_gen_free(g);
     if (reply->status >= 400)
-        api_record_failure(srv, call, g->chat ? "/v1/chat/completions"
-                           : "/v1/completions", reply);
+        api_record_failure(srv, call, endpoint_of(g->chat), reply);
+}
+
+void api_generate(struct api_server *srv, const struct api_call *call,
+                  bool chat, api_parse_fn parse, struct api_reply *reply)
+{
+    struct api_gen *g = calloc(1, sizeof *g);
+    cJSON *root = NULL;
+
+    if (!g) {
+        api_reply_error(reply, 500, "server_error", NULL, NULL,
+                        "out of memory");
+        return;
+    }
+    g->chat = chat;
+    root = api_parse_body(call, reply);
+    if (!root)
+        goto fail;
+    if (api_parse_common(srv, root, g, reply) < 0)
+        goto fail;
+    if (parse(srv, root, g, reply) < 0)
+        goto fail;
+
+    api_gen_run(srv, call, g, reply);
+    cJSON_Delete(root);
+    free(g);
+    return;
+
+fail:
+    api_gen_free(g);
+    cJSON_Delete(root);
+    free(g);
+    api_record_failure(srv, call, endpoint_of(chat), reply);
 }

@@ -66,6 +66,19 @@ int api_parse_common(struct api_server *srv, const cJSON *root,
 void api_gen_run(struct api_server *srv, const struct api_call *call,
                  struct api_gen *g, struct api_reply *reply);
 
+/* Endpoint-specific validation: fill G from ROOT, or fill REPLY and
+ * return -1. */
+typedef int (*api_parse_fn)(struct api_server *srv, const cJSON *root,
+                            struct api_gen *g, struct api_reply *reply);
+
+/*
+ * Handle one completions or chat call: parse the body, validate the
+ * shared fields and then PARSE's own, and run the generation. A request
+ * that fails validation gets its error reply and a usage row.
+ */
+void api_generate(struct api_server *srv, const struct api_call *call,
+                  bool chat, api_parse_fn parse, struct api_reply *reply);
+
 /* Record a usage row for a request that failed before generation; its
  * id goes into reply->request_id. */
 void api_record_failure(struct api_server *srv, const struct api_call *call,
