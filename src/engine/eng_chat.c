@@ -100,6 +100,13 @@ static int role_is(const struct eng_chat_msg *m, const char *role)
     return strcmp(r, role) == 0;
 }
 
+/* Content of the leading system message, or NULL when there is none. */
+static const char *leading_system(const struct eng_chat_msg *msgs, int n)
+{
+    return n > 0 && role_is(&msgs[0], "system") ? content_of(&msgs[0])
+                                                : NULL;
+}
+
 /* Role name as the templates print it: developer becomes system. */
 static const char *role_name(const struct eng_chat_msg *m)
 {
@@ -151,13 +158,8 @@ static void render_chatml(struct sbuf *b, const struct eng_chat_msg *msgs,
 static void render_llama2(struct sbuf *b, const struct eng_chat_msg *msgs,
                           int n)
 {
-    const char *sys = NULL;
-    int start = 0;
-
-    if (n > 0 && role_is(&msgs[0], "system")) {
-        sys = content_of(&msgs[0]);
-        start = 1;
-    }
+    const char *sys = leading_system(msgs, n);
+    int start = sys ? 1 : 0;
     for (int i = start; i < n; i++) {
         const struct eng_chat_msg *m = &msgs[i];
         struct sbuf content = { 0 };
@@ -235,13 +237,8 @@ static void render_llama3(struct sbuf *b, const struct eng_chat_msg *msgs,
 static void render_mistral(struct sbuf *b, const struct eng_chat_msg *msgs,
                            int n)
 {
-    const char *sys = NULL;
-    int start = 0;
-
-    if (n > 0 && role_is(&msgs[0], "system")) {
-        sys = content_of(&msgs[0]);
-        start = 1;
-    }
+    const char *sys = leading_system(msgs, n);
+    int start = sys ? 1 : 0;
     for (int i = start; i < n; i++) {
         const struct eng_chat_msg *m = &msgs[i];
 
@@ -497,15 +494,9 @@ static void sb_append_smollm3_instructions(struct sbuf *b, const char *s)
 static void render_smollm3(struct sbuf *b, const struct eng_chat_msg *msgs,
                            int n)
 {
-    const char *sys = NULL;
-    int think = 1;
+    const char *sys = leading_system(msgs, n);
+    int think = !(sys && strstr(sys, "/no_think"));
     size_t before;
-
-    if (n > 0 && role_is(&msgs[0], "system")) {
-        sys = content_of(&msgs[0]);
-        if (strstr(sys, "/no_think"))
-            think = 0;
-    }
     sb_append(b, "<|im_start|>system\n## Metadata\n\n"
                  "Knowledge Cutoff Date: June 2025\n");
     sb_append(b, think ? "Reasoning Mode: /think\n\n"
