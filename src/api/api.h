@@ -18,7 +18,7 @@
 #include "gateway/gw_ledger.h"
 #include "store/store.h"
 
-/* What the endpoints share: the one model this server runs, for now. */
+/* State the endpoints share: the one model this server runs, for now. */
 struct api_server {
     struct eng_sched *sched;
     struct eng_tokenizer *tok;

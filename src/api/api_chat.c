@@ -74,10 +74,10 @@ static char *message_text(const cJSON *content, int index,
 
 /*
  * Find where each message's text landed in the rendered PROMPT, in
- * order, and store those byte ranges in RANGES (N entries at most);
- * returns how many were found. A text a template trimmed is found by its
- * trimmed form; one not found at all is left unprotected, so this never
- * changes how benign text is tokenized.
+ * order, and store those byte ranges in RANGES (N entries at most).
+ * Returns how many were found. Text a template trimmed is found by its
+ * trimmed form. Text not found stays unprotected, so benign text is
+ * tokenized as before.
  */
 static int locate_contents(const char *prompt, char *const *texts, int n,
                            struct eng_tok_range *ranges)

@@ -384,7 +384,7 @@ static int emit_chunk(struct api_stream *st, int index, const char *text,
     return emit_event(st, root);
 }
 
-/* How a finished job went: the status, finish reason and, for a
+/* Result of a finished job: HTTP status, finish reason and, for a
  * failure, the message for the client. */
 struct outcome {
     int status;

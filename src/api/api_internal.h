@@ -29,7 +29,7 @@ struct api_gen {
     struct eng_logit_bias bias[API_MAX_BIAS];
 };
 
-/* Which numbers a field accepts. */
+/* Range of numbers a field accepts. */
 struct api_range {
     double min, max;
     bool integer;

@@ -6,9 +6,9 @@
  * callers' stacks: a caller does not return before its item is marked
  * done, and the writer never touches an item after marking it.
  *
- * When a group cannot be committed (the database is locked by another
- * process for too long, or the disk fails), its rows are appended to a
- * spill file beside the database (DB.spill, one JSON object a line,
+ * A group may fail to commit, because another process keeps the
+ * database locked too long or the disk fails. Its rows are then appended
+ * to a spill file beside the database (DB.spill, one JSON object a line,
  * fsync'd) and count as recorded. The spill file is imported into the
  * database at start and after the next successful commit; rows whose
  * request id is already in the ledger are skipped, so a crash between

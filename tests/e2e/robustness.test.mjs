@@ -45,8 +45,9 @@ function assertErrorShape(text, context) {
   assert.equal(typeof parsed.error, 'object', context);
   assert.equal(typeof parsed.error.message, 'string', context);
   assert.ok(parsed.error.message.length > 0, context);
-  assert.ok('type' in parsed.error && 'param' in parsed.error &&
-    'code' in parsed.error, context);
+  assert.ok('type' in parsed.error, context);
+  assert.ok('param' in parsed.error, context);
+  assert.ok('code' in parsed.error, context);
 }
 
 test('malformed bodies get 400 with an error object', async () => {
@@ -333,7 +334,8 @@ test('per-address connection limit and idle timeout', async () => {
     // A third connection from the same address is closed at once.
     const c = await open();
     const cMs = await closed(c);
-    assert.ok(cMs >= 0 && cMs < 1000, `third connection closed after ${cMs} ms`);
+    assert.ok(cMs >= 0, 'third connection is closed');
+    assert.ok(cMs < 1000, `third connection closed after ${cMs} ms`);
     // Idle connections are closed after the idle timeout.
     assert.ok(await closed(a) >= 0);
     assert.ok(await closed(b) >= 0);

@@ -578,7 +578,7 @@ static void test_empty_input(void **state)
 /*
  * Protected ranges keep control-token text inside them as plain text,
  * leave special tokens outside them alone, and change nothing for text
- * that holds no special token.
+ * that contains no special token.
  */
 static void test_protected_ranges(void **state)
 {
